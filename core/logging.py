@@ -1,0 +1,148 @@
+"""The run directory and what is logged into it.
+
+runs/<agent>/<task>/<timestamp>/
+    config.json        every resolved setting
+    metrics.csv        one row per training episode and seed (episode return, fps, update metrics)
+    eval.csv           one row per evaluation and seed
+    tb/                TensorBoard events (one tag prefix per seed)
+    checkpoints/       orbax checkpoints (see core/checkpoint.py)
+    videos/            mp4 of evaluation episodes
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+from typing import Any, Iterable
+
+import numpy as np
+
+CONFIG_FILE = "config.json"
+
+
+def new_run_dir(root: str, agent: str, task: str) -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    path = os.path.join(root, agent, task, stamp)
+    os.makedirs(path)
+    return path
+
+
+def check_run_dir(path: str) -> str:
+    """Raises a clear error unless `path` is a pixax run directory that can be resumed."""
+    if not os.path.isdir(path):
+        raise ValueError(f"--resume={path!r}: no such directory; pass a run directory "
+                         f"(runs/<agent>/<task>/<timestamp>) written by a pixax launcher")
+    missing = [name for name in (CONFIG_FILE, "checkpoints") if not os.path.exists(os.path.join(path, name))]
+    if missing:
+        raise ValueError(f"--resume={path!r} is not a pixax run directory: it has no {' and no '.join(missing)} "
+                         f"(a run directory holds config.json and checkpoints/)")
+    return path
+
+
+def write_config(run_dir: str, config: dict) -> None:
+    tmp = os.path.join(run_dir, CONFIG_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, os.path.join(run_dir, CONFIG_FILE))
+
+
+def read_config(run_dir: str) -> dict:
+    with open(os.path.join(run_dir, CONFIG_FILE)) as f:
+        return json.load(f)
+
+
+class CsvLog:
+    """An append-only CSV whose columns may grow (update metrics appear only once updates start).
+
+    When a row brings a new column, the file is rewritten with the wider header; otherwise rows are
+    appended and flushed, so the file is always readable while the run goes on.
+    """
+
+    def __init__(self, path: str, first_columns: Iterable[str]):
+        self.path = path
+        self.columns = list(first_columns)
+        self.rows: list[dict] = []
+        if os.path.exists(path):
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                self.columns = list(reader.fieldnames or self.columns)
+                self.rows = list(reader)
+        else:
+            self._rewrite()
+
+    def truncate(self, keep) -> None:
+        """Keeps only the rows for which keep(row) is true (used on resume to drop rows logged after
+        the checkpoint, which the resumed run logs again)."""
+        self.rows = [r for r in self.rows if keep(r)]
+        self._rewrite()
+
+    def write(self, row: dict) -> None:
+        row = {k: _plain(v) for k, v in row.items()}
+        self.rows.append(row)
+        new = [k for k in row if k not in self.columns]
+        if new:
+            self.columns += new
+            self._rewrite()
+            return
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.columns).writerow(row)
+
+    def _rewrite(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+def _plain(v: Any):
+    if isinstance(v, (np.generic, np.ndarray)):
+        return v.item()
+    return v
+
+
+class Logger:
+    """metrics.csv, eval.csv and TensorBoard for S seeds trained in one process."""
+
+    def __init__(self, run_dir: str, seeds: list[int], resume_step: int | None = None,
+                 tensorboard: bool = True):
+        self.run_dir = run_dir
+        self.seeds = seeds
+        self.metrics = CsvLog(os.path.join(run_dir, "metrics.csv"),
+                              ["seed", "step", "frame", "episode", "episode_reward", "episode_length", "fps"])
+        self.eval = CsvLog(os.path.join(run_dir, "eval.csv"),
+                           ["seed", "step", "frame", "episode_reward", "episode_length", "wall_time"])
+        if resume_step is not None:
+            for log in (self.metrics, self.eval):
+                log.truncate(lambda row: int(float(row["step"])) < resume_step)
+        self.tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=resume_step)
+
+    def _tb(self, prefix: str, seed: int, frame: int, row: dict) -> None:
+        if self.tb is None:
+            return
+        for k, v in row.items():
+            if k in ("seed", "step", "frame"):
+                continue
+            try:
+                self.tb.add_scalar(f"{prefix}/{k}/seed{seed}", float(v), frame)
+            except (TypeError, ValueError):
+                pass
+
+    def log_train(self, row: dict) -> None:
+        self.metrics.write(row)
+        self._tb("train", row["seed"], row["frame"], row)
+
+    def log_eval(self, row: dict) -> None:
+        self.eval.write(row)
+        self._tb("eval", row["seed"], row["frame"], row)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
