@@ -108,7 +108,7 @@ class Logger:
     """metrics.csv, eval.csv and TensorBoard for S seeds trained in one process."""
 
     def __init__(self, run_dir: str, seeds: list[int], resume_step: int | None = None,
-                 tensorboard: bool = True):
+                 resume_frame: int | None = None, tensorboard: bool = True):
         self.run_dir = run_dir
         self.seeds = seeds
         self.metrics = CsvLog(os.path.join(run_dir, "metrics.csv"),
@@ -116,13 +116,17 @@ class Logger:
         self.eval = CsvLog(os.path.join(run_dir, "eval.csv"),
                            ["seed", "step", "frame", "episode_reward", "episode_length", "wall_time"])
         if resume_step is not None:
-            for log in (self.metrics, self.eval):
-                log.truncate(lambda row: int(float(row["step"])) < resume_step)
+            # A checkpoint at step t is taken after the training episode that ended at t was logged
+            # and before the evaluation at t: the resumed run logs again what came after.
+            self.metrics.truncate(lambda row: int(float(row["step"])) <= resume_step)
+            self.eval.truncate(lambda row: int(float(row["step"])) < resume_step)
         self.tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=resume_step)
+            # TensorBoard's x axis is frames; an evaluation at the resume frame is written again (same value).
+            purge = None if resume_frame is None else resume_frame + 1
+            self.tb = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=purge)
 
     def _tb(self, prefix: str, seed: int, frame: int, row: dict) -> None:
         if self.tb is None:

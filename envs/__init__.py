@@ -1,0 +1,57 @@
+"""pixax environments: one `make(task)` registry over the supported suites.
+
+Suites are entries of `SUITES`; a task name belongs to exactly one suite. Only the DeepMind
+Control suite is registered for now (`envs.dmc`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+# Headless rendering through EGL; must be set before dm_control (or mujoco) is imported.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+
+from envs import dmc  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """A family of tasks: their names, a constructor, and the domain (family member) of a task."""
+
+    tasks: tuple[str, ...]
+    make: Callable[..., gym.Env]
+    domain_of: Callable[[str], str]
+
+
+SUITES: dict[str, Suite] = {
+    "dmc": Suite(tasks=tuple(dmc.TASKS), make=dmc.DMCEnv, domain_of=dmc.domain_of),
+}
+
+TASKS: list[str] = sorted(task for suite in SUITES.values() for task in suite.tasks)
+
+
+def suite_of(task: str) -> str:
+    """The name of the suite (a key of SUITES) that holds `task`; ValueError listing valid tasks."""
+    for name, suite in SUITES.items():
+        if task in suite.tasks:
+            return name
+    raise ValueError(f"Unknown task {task!r}. Valid tasks: {', '.join(TASKS)}")
+
+
+def make(task: str, **kwargs: Any) -> gym.Env:
+    """Creates the environment of `task`; kwargs go to its suite's constructor (e.g. DMCEnv)."""
+    return SUITES[suite_of(task)].make(task, **kwargs)
+
+
+def domain_of(task: str) -> str:
+    """The domain of a task, e.g. 'ball_in_cup' for 'cup_catch' (used for per-domain settings)."""
+    return SUITES[suite_of(task)].domain_of(task)
+
+
+from envs.vector import make_vector  # noqa: E402  (vector.py imports make and suite_of, defined above)
+
+__all__ = ["SUITES", "Suite", "TASKS", "domain_of", "make", "make_vector", "suite_of"]

@@ -1,0 +1,140 @@
+"""What every off-policy pixel launcher shares: flags -> resolved settings -> run directory -> training.
+
+A launcher (experiments/<agent>.py) is a config plus one call:
+
+    python experiments/drqv2.py --config.task=walker_walk --config.seeds=0,1,2 --config.agent.lr=8e-5
+    python experiments/drqv2.py --resume=runs/drqv2/walker_walk/<timestamp>
+
+`config.agent.*` fields start unset: each takes, in order, the agent's default (the paper's value),
+the task's tier and per-task override, then the value given on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import sys
+import typing
+
+from ml_collections import config_dict
+
+import envs
+from core import logging as runlog
+from core.offpolicy import LoopConfig, OffPolicyTrainer, preflight
+
+SEED_STRATEGIES = ("map", "vmap")
+OBS_TYPES = ("pixels", "states")
+ASYNC_ENVS = ("auto", "true", "false")
+
+
+def base_config(agent_config_cls, task: str = "cartpole_swingup") -> config_dict.ConfigDict:
+    """The launcher flags; `agent` holds one unset (placeholder) field per field of the agent's Config."""
+    c = config_dict.ConfigDict()
+    c.task = task
+    c.seeds = "0"                      # comma-separated: "0,1,2,3" trains 4 seeds in one process
+    c.obs = "pixels"                   # pixels | states
+    c.root = "runs"                    # run directories go to <root>/<agent>/<task>/<timestamp>
+    c.checkpoint_every_frames = 100_000
+    c.save_video = True
+    c.video_size = 128
+    c.seed_strategy = "map"            # map (lax.map) | vmap: how the seeds share one jitted program
+    c.async_envs = "auto"              # auto | true | false: environments in subprocesses
+    c.progress = True
+    hints = typing.get_type_hints(agent_config_cls)
+    c.agent = config_dict.ConfigDict({f.name: config_dict.placeholder(_plain_type(hints[f.name]))
+                                      for f in dataclasses.fields(agent_config_cls) if f.name != "obs_type"})
+    return c
+
+
+def _plain_type(annotation) -> type:
+    return annotation if annotation in (int, float, str, bool) else object
+
+
+def parse_seeds(text) -> tuple[int, ...]:
+    items = [s for s in str(text).replace(" ", "").split(",") if s != ""]
+    try:
+        seeds = tuple(int(s) for s in items)
+    except ValueError:
+        seeds = ()
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"--config.seeds={text!r}: expected distinct non-negative integers separated by commas, "
+                         f"e.g. --config.seeds=0 or --config.seeds=0,1,2,3")
+    return seeds
+
+
+def _choice(name: str, value, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"--config.{name}={value!r} is not valid; choose one of {', '.join(map(str, valid))}")
+
+
+def _positive(name: str, value, allow_zero: bool = False) -> None:
+    if not isinstance(value, int) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"--config.{name}={value!r}: expected a {'non-negative' if allow_zero else 'positive'} integer")
+
+
+def resolve(agent_module, config: config_dict.ConfigDict):
+    """Checks every flag and returns (agent Config, LoopConfig); raises ValueError naming what is wrong."""
+    if config.task not in envs.TASKS:
+        raise ValueError(f"--config.task={config.task!r} is not a known task; valid tasks: {', '.join(envs.TASKS)}")
+    seeds = parse_seeds(config.seeds)
+    _choice("obs", config.obs, OBS_TYPES)
+    _choice("seed_strategy", config.seed_strategy, SEED_STRATEGIES)
+    _choice("async_envs", str(config.async_envs).lower(), ASYNC_ENVS)
+    for name in ("checkpoint_every_frames", "video_size"):
+        _positive(name, config[name])
+    overrides = {k: v for k, v in config.agent.items() if v is not None}
+    agent_config = agent_module.config_for_task(config.task, obs_type=config.obs, **overrides)
+    a = agent_config
+    loop = LoopConfig(
+        task=config.task, seeds=seeds, obs_type=config.obs, action_repeat=a.action_repeat,
+        frame_stack=a.frame_stack, image_size=a.image_size,
+        num_train_frames=a.num_train_frames, num_seed_frames=a.num_seed_frames,
+        update_every_steps=a.update_every_steps, batch_size=a.batch_size, replay_capacity=a.replay_capacity,
+        nstep=a.nstep, discount=a.discount, eval_every_frames=a.eval_every_frames,
+        num_eval_episodes=a.num_eval_episodes, checkpoint_every_frames=config.checkpoint_every_frames,
+        save_video=bool(config.save_video), video_size=config.video_size, seed_strategy=config.seed_strategy,
+        async_envs={"auto": None, "true": True, "false": False}[str(config.async_envs).lower()],
+        progress=bool(config.progress))
+    return agent_config, loop
+
+
+def versions() -> dict:
+    names = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "mujoco", "dm-control", "gymnasium", "numpy")
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: str = "") -> dict:
+    """Trains (or resumes) one run; bad input stops here, before any work, with a message."""
+    try:
+        if resume:
+            run_dir = runlog.check_run_dir(resume)
+            saved = runlog.read_config(run_dir)
+            if saved.get("agent") != agent_name:
+                raise ValueError(f"--resume={resume!r} is a run of agent {saved.get('agent')!r}, not {agent_name!r}; "
+                                 f"resume it with experiments/{saved.get('agent')}.py")
+            config = config_dict.ConfigDict(saved["launcher"])
+        agent_config, loop = resolve(agent_module, config)
+        preflight(loop)
+        if not resume:
+            run_dir = runlog.new_run_dir(config.root, agent_name, config.task)
+            runlog.write_config(run_dir, {
+                "agent": agent_name, "task": config.task, "launcher": config.to_dict(),
+                "agent_config": dataclasses.asdict(agent_config), "loop": dataclasses.asdict(loop),
+                "versions": versions(), "command": " ".join(sys.argv)})
+        trainer = OffPolicyTrainer(agent_module, agent_config, loop, run_dir)
+    except (ValueError, MemoryError) as e:
+        sys.exit(f"pixax: {e}")
+    print(f"pixax: {agent_name} on {loop.task}, seeds {list(loop.seeds)}, {loop.num_train_frames:,} frames -> {run_dir}",
+          file=sys.stderr)
+    try:
+        summary = trainer.train(resume=bool(resume))
+    finally:
+        trainer.close()
+    summary["run_dir"] = run_dir
+    return summary

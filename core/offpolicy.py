@@ -1,0 +1,312 @@
+"""The off-policy host loop (DrQ-v2, DrM, ...): environments on the CPU, `act`/`update` jitted.
+
+S seeds train in one process: their environments step in parallel (subprocesses), their agent
+states are stacked on a leading axis and run through one jitted program (core/seeds.py).
+
+One agent step, in the official DrQ-v2 order:
+    (episode end -> log, reset) -> evaluate if due -> act -> update (past the seed phase, every
+    `update_every_steps`) -> environment step -> store.
+The environment step is started before the update and collected after it, so the CPU simulates
+while the accelerator updates; the update only sees data stored before this step, as in the
+official loop, so the overlap changes no numbers.
+
+Randomness is a pure function of (seed, counters): the agent's keys are `fold_in(key, step)`, each
+episode's environment seed is derived from (seed, episode index), and the replay samplers are
+numpy generators saved with each checkpoint. Checkpoints are taken when every environment is at an
+episode boundary, so `--resume` continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import psutil
+
+import envs
+from core import seeds as seeding
+from core.checkpoint import Checkpointer
+from core.logging import Logger
+from core.video import write_mp4
+from data.replay import FrameReplay
+
+TRAIN_EPISODE, EVAL_EPISODE = 0, 1  # streams of per-episode environment seeds
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    task: str
+    seeds: tuple[int, ...]
+    obs_type: str = "pixels"
+    action_repeat: int = 2
+    frame_stack: int = 3
+    image_size: int = 84
+    num_train_frames: int = 1_100_000
+    num_seed_frames: int = 4000
+    update_every_steps: int = 2
+    batch_size: int = 256
+    replay_capacity: int = 1_000_000
+    nstep: int = 3
+    discount: float = 0.99
+    eval_every_frames: int = 10_000
+    num_eval_episodes: int = 10
+    checkpoint_every_frames: int = 100_000
+    save_video: bool = True
+    video_size: int = 128
+    seed_strategy: str = "map"  # how seeds share one program: "map" (lax.map) or "vmap"
+    async_envs: bool | None = None  # None: subprocesses when there are several seeds
+    progress: bool = True
+
+
+def episode_seed(seed: int, stream: int, index: int) -> int:
+    """The environment seed of one episode: a pure function, so a resumed run replays it exactly."""
+    return int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0])
+
+
+def newest_frame(obs: np.ndarray, obs_type: str) -> np.ndarray:
+    """What the replay stores of an observation: its newest RGB frame (pixels) or all of it (states)."""
+    return obs[..., -3:] if obs_type == "pixels" else obs
+
+
+def env_kwargs(cfg: LoopConfig) -> dict:
+    return dict(obs_type=cfg.obs_type, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
+                image_size=cfg.image_size)
+
+
+def preflight(cfg: LoopConfig):
+    """Checks the task and the replay's memory need before any work; returns the spaces and episode length."""
+    probe = envs.make(cfg.task, seed=cfg.seeds[0], **env_kwargs(cfg))
+    obs_space, act_space, episode_steps = probe.observation_space, probe.action_space, probe.max_episode_steps
+    probe.close()
+    frame_shape = newest_frame(np.zeros(obs_space.shape, obs_space.dtype), cfg.obs_type).shape
+    per_seed = FrameReplay.memory_bytes(cfg.replay_capacity, frame_shape, obs_space.dtype, act_space.shape)
+    need, free = per_seed * len(cfg.seeds), psutil.virtual_memory().available
+    if need > free:
+        fits = max(int(cfg.replay_capacity * free / need), 0)
+        raise MemoryError(
+            f"replay: {len(cfg.seeds)} seed(s) x {cfg.replay_capacity:,} transitions need "
+            f"{need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB of RAM is free; use a capacity of at "
+            f"most ~{fits:,} (--config.agent.replay_capacity) or fewer seeds")
+    return obs_space, act_space, frame_shape, episode_steps
+
+
+class OffPolicyTrainer:
+    """Trains one agent module (create / act / update) on S seeds of one task."""
+
+    def __init__(self, agent, agent_config, cfg: LoopConfig, run_dir: str):
+        self.agent, self.agent_config, self.cfg, self.run_dir = agent, agent_config, cfg, run_dir
+        self.num_seeds = len(cfg.seeds)
+        obs_space, act_space, frame_shape, self.episode_steps = preflight(cfg)
+        self.obs_shape, self.action_dim = obs_space.shape, int(np.prod(act_space.shape))
+        replay_stack = cfg.frame_stack if cfg.obs_type == "pixels" else 1
+        self.replays = [FrameReplay(cfg.replay_capacity, frame_shape, obs_space.dtype, act_space.shape,
+                                    frame_stack=replay_stack, nstep=cfg.nstep, discount=cfg.discount,
+                                    check_memory=False) for _ in cfg.seeds]
+        self.samplers = [np.random.default_rng([seed, 1]) for seed in cfg.seeds]
+
+        keys = [jax.random.split(jax.random.PRNGKey(seed)) for seed in cfg.seeds]
+        self.loop_keys = jnp.stack([k[1] for k in keys])
+        self.states = seeding.stack([agent.create(k[0], self.obs_shape, self.action_dim, agent_config)
+                                     for k in keys])
+        self._build_steps()
+
+        asynchronous = cfg.async_envs if cfg.async_envs is not None else self.num_seeds > 1
+        self.train_envs = envs.make_vector(cfg.task, list(cfg.seeds), asynchronous=asynchronous, **env_kwargs(cfg))
+        self.eval_envs = envs.make_vector(cfg.task, list(cfg.seeds), asynchronous=asynchronous, **env_kwargs(cfg))
+        self.checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
+
+        self.step = 0  # agent steps (frames = step * action_repeat)
+        self.episode = np.zeros(self.num_seeds, np.int64)  # completed training episodes per seed
+        self.eval_count = 0
+        self.last_eval = float("nan")
+
+    # ----------------------------------------------------------------------------- jitted steps
+    def _build_steps(self):
+        agent, strategy = self.agent, self.cfg.seed_strategy
+
+        def act_one(state, obs, step, key, eval_mode):
+            action = agent.act(state, obs[None], step, jax.random.fold_in(key, 2 * step), eval_mode=eval_mode)
+            return action[0]
+
+        def update_one(state, batch, step, key, totals):
+            state, metrics = agent.update(state, batch, step, jax.random.fold_in(key, 2 * step + 1))
+            totals = {k: totals.get(k, 0.0) + v for k, v in metrics.items()}
+            return state, totals
+
+        self._act = {mode: jax.jit(seeding.over_seeds(
+            lambda s, o, t, k, mode=mode: act_one(s, o, t, k, mode), strategy)) for mode in (False, True)}
+        self._update = jax.jit(seeding.over_seeds(update_one, strategy), donate_argnums=(0, 4))
+
+    def act(self, obs: np.ndarray, eval_mode: bool) -> np.ndarray:
+        steps = jnp.full((self.num_seeds,), self.step, jnp.int32)
+        return self._act[eval_mode](self.states, jnp.asarray(obs), steps, self.loop_keys)
+
+    def update(self, totals):
+        batch = [r.sample(g, self.cfg.batch_size) for r, g in zip(self.replays, self.samplers)]
+        batch = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
+        steps = jnp.full((self.num_seeds,), self.step, jnp.int32)
+        if totals is None:  # the metric names are known only after the first update
+            shapes = jax.eval_shape(lambda: self._update(self.states, batch, steps, self.loop_keys, {})[1])
+            totals = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        self.states, totals = self._update(self.states, batch, steps, self.loop_keys, totals)
+        return totals
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _checkpoint_tree(self):
+        replay_arrays = [{k: v for k, v in r.state_dict().items() if isinstance(v, np.ndarray)}
+                         for r in self.replays]
+        return {"agent": self.states, "replay": replay_arrays}
+
+    def save(self) -> None:
+        replay_scalars = [{k: v for k, v in r.state_dict().items() if not isinstance(v, np.ndarray)}
+                          for r in self.replays]
+        meta = {"step": self.step, "episode": self.episode.tolist(), "eval_count": self.eval_count,
+                "last_eval": self.last_eval, "samplers": [g.bit_generator.state for g in self.samplers],
+                "replay": replay_scalars}
+        self.checkpointer.save(self.step, self._checkpoint_tree(), meta)
+
+    def restore(self) -> int:
+        tree, meta = self.checkpointer.restore(self._checkpoint_tree())
+        self.states = tree["agent"]
+        for replay, arrays, scalars in zip(self.replays, tree["replay"], meta["replay"]):
+            replay.load_state_dict({**arrays, **scalars})
+        for g, state in zip(self.samplers, meta["samplers"]):
+            g.bit_generator.state = state
+        self.step, self.eval_count, self.last_eval = meta["step"], meta["eval_count"], meta["last_eval"]
+        self.episode = np.asarray(meta["episode"], np.int64)
+        return self.step
+
+    # ----------------------------------------------------------------------------- evaluation
+    def evaluate(self, logger: Logger) -> None:
+        cfg, n = self.cfg, self.num_seeds
+        totals, lengths = np.zeros(n), np.zeros(n)
+        frames = [[] for _ in range(n)]
+        for ep in range(cfg.num_eval_episodes):
+            ep_seeds = [episode_seed(s, EVAL_EPISODE, self.eval_count * cfg.num_eval_episodes + ep)
+                        for s in cfg.seeds]
+            obs, _ = self.eval_envs.reset(seed=ep_seeds)
+            done = np.zeros(n, bool)
+            record = cfg.save_video and ep == 0
+            while not done.all():
+                if record:
+                    for i, frame in enumerate(self.eval_envs.call("render", cfg.video_size)):
+                        frames[i].append(frame)
+                action = np.asarray(self.act(obs, eval_mode=True))
+                obs, reward, terminated, truncated, _ = self.eval_envs.step(action)
+                totals += np.where(done, 0.0, reward)
+                lengths += ~done
+                done |= terminated | truncated
+        frame = self.step * cfg.action_repeat
+        returns = totals / cfg.num_eval_episodes
+        for i, seed in enumerate(cfg.seeds):
+            logger.log_eval({"seed": seed, "step": self.step, "frame": frame, "episode_reward": returns[i],
+                             "episode_length": lengths[i] / cfg.num_eval_episodes,
+                             "wall_time": time.time() - self.start_time})
+            if frames[i]:
+                write_mp4(os.path.join(self.run_dir, "videos", f"frame{frame:09d}_seed{seed}.mp4"), frames[i])
+        self.eval_count += 1
+        self.last_eval = float(returns.mean())
+
+    # ----------------------------------------------------------------------------- training
+    def train(self, resume: bool = False) -> dict:
+        cfg, n = self.cfg, self.num_seeds
+        if resume:
+            self.restore()
+        logger = Logger(self.run_dir, list(cfg.seeds), resume_step=self.step if resume else None,
+                        resume_frame=self.step * cfg.action_repeat if resume else None)
+        total_steps = cfg.num_train_frames // cfg.action_repeat
+        seed_steps = cfg.num_seed_frames // cfg.action_repeat
+        eval_every = max(cfg.eval_every_frames // cfg.action_repeat, 1)
+        ckpt_every = max(cfg.checkpoint_every_frames // cfg.action_repeat, 1)
+        next_ckpt = (self.step // ckpt_every + 1) * ckpt_every
+        overlap = hasattr(self.train_envs, "step_async")
+
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.num_train_frames, initial=self.step * cfg.action_repeat, unit="frame",
+                       unit_scale=True, dynamic_ncols=True, mininterval=1.0,
+                       desc=f"{cfg.task} x{n} seed{'s' if n > 1 else ''}")
+
+        need_reset = np.ones(n, bool)
+        obs = None
+        ep_reward, ep_length = np.zeros(n), np.zeros(n, np.int64)
+        totals, num_updates = None, 0
+        self.start_time = episode_start = time.time()
+        episode_start_step = self.step
+        try:
+            while self.step < total_steps:
+                if need_reset.any():
+                    if need_reset.all() and self.step >= next_ckpt:
+                        self.save()
+                        next_ckpt += ckpt_every
+                    ep_seeds = [episode_seed(s, TRAIN_EPISODE, int(e)) for s, e in zip(cfg.seeds, self.episode)]
+                    new_obs, _ = self.train_envs.reset(seed=ep_seeds, options={"reset_mask": need_reset})
+                    obs = new_obs if obs is None else np.where(
+                        need_reset.reshape((n,) + (1,) * (new_obs.ndim - 1)), new_obs, obs)
+                    for i in np.flatnonzero(need_reset):
+                        self.replays[i].add_first(newest_frame(obs[i], cfg.obs_type))
+                    need_reset[:] = False
+
+                if self.step % eval_every == 0:
+                    self.evaluate(logger)
+                    if bar is not None:
+                        bar.set_postfix(eval_return=f"{self.last_eval:.1f}", refresh=False)
+
+                action = np.asarray(self.act(obs, eval_mode=False))
+                if overlap:  # the subprocesses simulate while the update runs
+                    self.train_envs.step_async(action)
+                if self.step >= seed_steps and self.step % cfg.update_every_steps == 0:
+                    totals = self.update(totals)
+                    num_updates += 1
+                if overlap:
+                    obs, reward, terminated, truncated, info = self.train_envs.step_wait()
+                else:
+                    obs, reward, terminated, truncated, info = self.train_envs.step(action)
+                discount = np.asarray(info.get("discount", 1.0 - terminated.astype(np.float64)))
+                discount = np.broadcast_to(discount, (n,))
+                for i in range(n):
+                    self.replays[i].add(newest_frame(obs[i], cfg.obs_type), action[i], reward[i],
+                                        discount[i], bool(terminated[i]), bool(truncated[i]))
+                ep_reward += reward
+                ep_length += 1
+                self.step += 1
+                if bar is not None:
+                    bar.update(cfg.action_repeat)
+
+                need_reset = np.asarray(terminated | truncated, bool)
+                if need_reset.any():
+                    now = time.time()
+                    fps = (self.step - episode_start_step) * cfg.action_repeat / max(now - episode_start, 1e-9)
+                    means = {}
+                    if totals is not None and num_updates:
+                        means = jax.tree.map(lambda x: np.asarray(x) / num_updates, totals)
+                        totals, num_updates = jax.tree.map(jnp.zeros_like, totals), 0
+                    for i in np.flatnonzero(need_reset):
+                        self.episode[i] += 1
+                        row = {"seed": cfg.seeds[i], "step": self.step, "frame": self.step * cfg.action_repeat,
+                               "episode": int(self.episode[i]), "episode_reward": ep_reward[i],
+                               "episode_length": int(ep_length[i]), "fps": fps,
+                               "buffer_size": len(self.replays[i])}
+                        row.update({k: float(v[i]) for k, v in means.items()})
+                        logger.log_train(row)
+                    ep_reward[need_reset], ep_length[need_reset] = 0.0, 0
+                    episode_start, episode_start_step = now, self.step
+            if need_reset.all():
+                self.save()
+        finally:
+            if bar is not None:
+                bar.close()
+            logger.close()
+        return {"step": self.step, "last_eval": self.last_eval}
+
+    def close(self) -> None:
+        for env in (self.train_envs, self.eval_envs):
+            env.close()
+        self.checkpointer.close()
