@@ -472,6 +472,12 @@ def act(state: DrQV2State, obs: jnp.ndarray, step, key: jax.Array, eval_mode: bo
     eval_mode: mu. Training: mu + sigma(step) * eps, unclipped (issue #13; `clip_when_acting` to
     change), clamped to [-1+1e-6, 1-1e-6]; i.i.d. U(-1, 1) while step < num_expl_steps.
     """
+    return act_with_stddev(state, obs, stddev(state.config, step), step, key, eval_mode)
+
+
+def act_with_stddev(state: DrQV2State, obs: jnp.ndarray, std, step, key: jax.Array, eval_mode: bool
+                    ) -> jnp.ndarray:
+    """The body of `act` with the exploration std given (DrM passes its dormant-ratio-driven sigma)."""
     config = state.config
     nets = networks(config, state.action_dim)
     mu = nets.actor.apply(state.actor_params, encode(state, obs))
@@ -479,7 +485,7 @@ def act(state: DrQV2State, obs: jnp.ndarray, step, key: jax.Array, eval_mode: bo
         return mu
     key_noise, key_uniform = jax.random.split(key)
     clip = config.stddev_clip if config.clip_when_acting else None
-    noisy = sample_action(mu, stddev(config, step), clip, key_noise)
+    noisy = sample_action(mu, std, clip, key_noise)
     uniform = jax.random.uniform(key_uniform, mu.shape, mu.dtype, minval=-1.0, maxval=1.0)
     return jnp.where(step < config.num_expl_steps, uniform, noisy)
 

@@ -16,6 +16,7 @@ import importlib.metadata
 import sys
 import typing
 
+from absl import logging as absl_logging
 from ml_collections import config_dict
 
 import envs
@@ -111,6 +112,7 @@ def versions() -> dict:
 
 def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: str = "") -> dict:
     """Trains (or resumes) one run; bad input stops here, before any work, with a message."""
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every checkpoint operation at INFO
     try:
         if resume:
             run_dir = runlog.check_run_dir(resume)

@@ -33,7 +33,7 @@ from core import seeds as seeding
 from core.checkpoint import Checkpointer
 from core.logging import Logger
 from core.video import write_mp4
-from data.replay import FrameReplay
+from data.replay import FrameReplay, merge_frames
 
 TRAIN_EPISODE, EVAL_EPISODE = 0, 1  # streams of per-episode environment seeds
 
@@ -133,21 +133,26 @@ class OffPolicyTrainer:
             action = agent.act(state, obs[None], step, jax.random.fold_in(key, 2 * step), eval_mode=eval_mode)
             return action[0]
 
+        pixels = self.cfg.obs_type == "pixels"
+
         def update_one(state, batch, step, key, totals):
+            if pixels:  # the replay sends frames unstacked (a faster host gather); stack them here
+                batch = {**batch, "obs": merge_frames(batch["obs"]), "next_obs": merge_frames(batch["next_obs"])}
             state, metrics = agent.update(state, batch, step, jax.random.fold_in(key, 2 * step + 1))
             totals = {k: totals.get(k, 0.0) + v for k, v in metrics.items()}
             return state, totals
 
         self._act = {mode: jax.jit(seeding.over_seeds(
-            lambda s, o, t, k, mode=mode: act_one(s, o, t, k, mode), strategy)) for mode in (False, True)}
-        self._update = jax.jit(seeding.over_seeds(update_one, strategy), donate_argnums=(0, 4))
+            lambda s, o, t, k, mode=mode: act_one(s, o, t, k, mode), strategy, jit=False)) for mode in (False, True)}
+        self._update = jax.jit(seeding.over_seeds(update_one, strategy, jit=False), donate_argnums=(0, 4))
 
     def act(self, obs: np.ndarray, eval_mode: bool) -> np.ndarray:
         steps = jnp.full((self.num_seeds,), self.step, jnp.int32)
         return self._act[eval_mode](self.states, jnp.asarray(obs), steps, self.loop_keys)
 
     def update(self, totals):
-        batch = [r.sample(g, self.cfg.batch_size) for r, g in zip(self.replays, self.samplers)]
+        stacked = self.cfg.obs_type != "pixels"
+        batch = [r.sample(g, self.cfg.batch_size, stacked=stacked) for r, g in zip(self.replays, self.samplers)]
         batch = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
         steps = jnp.full((self.num_seeds,), self.step, jnp.int32)
         if totals is None:  # the metric names are known only after the first update

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -18,7 +19,9 @@ def write_mp4(path: str, frames: list[np.ndarray], fps: int = 30) -> None:
     h, w = frames[0].shape[:2]
     ph, pw = (-h) % 16, (-w) % 16
     tmp = path + ".tmp.mp4"
-    with imageio.get_writer(tmp, fps=fps, macro_block_size=1) as writer:
+    with warnings.catch_warnings(), imageio.get_writer(tmp, fps=fps, macro_block_size=1) as writer:
+        # ffmpeg runs as a child process (fork+exec, no Python in the child): JAX's fork warning does not apply.
+        warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
         for frame in frames:
             if ph or pw:
                 frame = np.pad(frame, ((0, ph), (0, pw), (0, 0)), mode="edge")

@@ -243,8 +243,13 @@ class FrameReplay:
 
     # --------------------------------------------------------------------------------------- sampling
 
-    def sample(self, rng: np.random.Generator, batch_size: int) -> dict:
-        """Draws `batch_size` transitions uniformly (with replacement) over the valid starts."""
+    def sample(self, rng: np.random.Generator, batch_size: int, stacked: bool = True) -> dict:
+        """Draws `batch_size` transitions uniformly (with replacement) over the valid starts.
+
+        With stacked=False, obs and next_obs keep the frames on their own axis, (batch, frame_stack,
+        *frame_shape), oldest first: a plain gather, several times faster than interleaving the frames'
+        channels on the host; `merge_frames` (e.g. on the accelerator) gives the stacked layout.
+        """
         batch_size = _positive_int("batch_size", batch_size)
         if self._num_valid == 0:
             raise RuntimeError(
@@ -263,23 +268,33 @@ class FrameReplay:
             reward += np.where(inside, discount * self._rewards[step], 0.0)
             discount = np.where(inside, discount * self.discount * self._env_discounts[step], discount)
 
+        observations = self._stacked_observations if stacked else self._frame_sequences
         return {
-            "obs": self._stacked_observations(starts),
+            "obs": observations(starts),
             "action": self._actions[(starts + 1) % self.capacity],
             "reward": reward.astype(np.float32),
             "discount": discount.astype(np.float32),
-            "next_obs": self._stacked_observations((starts + window) % self.capacity),
+            "next_obs": observations((starts + window) % self.capacity),
         }
+
+    def _frame_slots(self, slots: np.ndarray) -> np.ndarray:
+        """(batch, frame_stack) slots of each observation's frames, oldest first, clamped to the
+        episode's first frame."""
+        back = np.arange(self.frame_stack - 1, -1, -1)
+        back = np.minimum(back[None, :], self._episode_pos[slots][:, None])
+        return (slots[:, None] - back) % self.capacity
+
+    def _frame_sequences(self, slots: np.ndarray) -> np.ndarray:
+        return np.take(self._frames, self._frame_slots(slots), axis=0)
 
     def _stacked_observations(self, slots: np.ndarray) -> np.ndarray:
         if self.frame_stack == 1:
             return self._frames[slots]
         channels = self.frame_shape[-1]
         out = np.empty((len(slots), *self.frame_shape[:-1], self.frame_stack * channels), self.frame_dtype)
-        episode_pos = self._episode_pos[slots]
+        frame_slots = self._frame_slots(slots)
         for k in range(self.frame_stack):  # oldest frame first
-            back = np.minimum(self.frame_stack - 1 - k, episode_pos)  # clamp to the episode's first frame
-            frames = np.take(self._frames, (slots - back) % self.capacity, axis=0)
+            frames = np.take(self._frames, frame_slots[:, k], axis=0)
             if channels <= 4:
                 # Few channels (RGB): one strided copy per channel is ~4x faster than copying
                 # 3-element slices, whose inner loop is too short.
@@ -332,3 +347,11 @@ class FrameReplay:
         self._num_valid = int(d["num_valid"])
         self._total_added = int(d["total_added"])
         self._episode_open = bool(int(d["episode_open"]))
+
+
+def merge_frames(frames):
+    """(..., frame_stack, H, W, C) -> (..., H, W, frame_stack * C), oldest frame first; works on numpy
+    and jax arrays (inside jit it is a cheap transpose on the accelerator)."""
+    *lead, stack, h, w, c = frames.shape
+    moved = frames.reshape(-1, stack, h, w, c).transpose(0, 2, 3, 1, 4)
+    return moved.reshape(*lead, h, w, stack * c)

@@ -1,7 +1,15 @@
 """pixax environments: one `make(task)` registry over the supported suites.
 
-Suites are entries of `SUITES`; a task name belongs to exactly one suite. Only the DeepMind
-Control suite is registered for now (`envs.dmc`).
+Suites are entries of `SUITES`; a task name belongs to exactly one suite:
+
+- "dmc": DeepMind Control suite (`envs.dmc`), e.g. `cheetah_run`;
+- "metaworld": Meta-World (`envs.metaworld`), `mw_<name>` e.g. `mw_door-open`; needs the pip
+  extra `metaworld`;
+- "adroit": Adroit hand (`envs.adroit`), `adroit_door`, `adroit_hammer`, `adroit_pen`; needs the
+  pip extra `adroit`.
+
+Every task name is registered whether or not its package is installed; making a task whose
+package is missing raises an ImportError that names the extra to install.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium as gym  # noqa: E402
 
-from envs import dmc  # noqa: E402
+from envs import adroit, dmc, metaworld  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +37,10 @@ class Suite:
 
 SUITES: dict[str, Suite] = {
     "dmc": Suite(tasks=tuple(dmc.TASKS), make=dmc.DMCEnv, domain_of=dmc.domain_of),
+    "metaworld": Suite(
+        tasks=tuple(metaworld.TASKS), make=metaworld.MetaWorldEnv, domain_of=metaworld.domain_of
+    ),
+    "adroit": Suite(tasks=tuple(adroit.TASKS), make=adroit.AdroitEnv, domain_of=adroit.domain_of),
 }
 
 TASKS: list[str] = sorted(task for suite in SUITES.values() for task in suite.tasks)
@@ -43,7 +55,8 @@ def suite_of(task: str) -> str:
 
 
 def make(task: str, **kwargs: Any) -> gym.Env:
-    """Creates the environment of `task`; kwargs go to its suite's constructor (e.g. DMCEnv)."""
+    """Creates the environment of `task`; kwargs go to its suite's constructor (DMCEnv,
+    MetaWorldEnv or AdroitEnv), e.g. obs_type, seed, action_repeat, frame_stack, image_size."""
     return SUITES[suite_of(task)].make(task, **kwargs)
 
 

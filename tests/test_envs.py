@@ -38,7 +38,7 @@ def test_task_names_and_domains():
     assert envs.domain_of("humanoid_CMU_run") == "humanoid_CMU"
     # Every suite task except the unbounded-action lqr domain, plus the cup_catch alias.
     expected = {f"{d}_{t}" for d, t in suite.ALL_TASKS if d != "lqr"} | {"cup_catch"}
-    assert set(envs.TASKS) == expected
+    assert set(envs.SUITES["dmc"].tasks) == expected
 
 
 def test_unknown_task_lists_valid_tasks():

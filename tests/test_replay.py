@@ -296,3 +296,22 @@ def test_bad_arguments():
         replay.sample(np.random.default_rng(0), 4)
     with pytest.raises(ValueError, match="batch_size"):
         replay.sample(np.random.default_rng(0), 0)
+
+
+def test_unstacked_sample_merges_to_the_stacked_layout():
+    from data.replay import merge_frames
+
+    buf = FrameReplay(50, (4, 4, 3), np.uint8, (2,), frame_stack=3, nstep=2, discount=0.9)
+    data_rng = np.random.default_rng(3)
+    for episode in range(4):
+        buf.add_first(data_rng.integers(0, 255, (4, 4, 3), dtype=np.uint8))
+        for t in range(9):
+            buf.add(data_rng.integers(0, 255, (4, 4, 3), dtype=np.uint8), data_rng.uniform(-1, 1, 2), 1.0, 1.0,
+                    False, t == 8)
+    stacked = buf.sample(np.random.default_rng(0), 64)
+    separate = buf.sample(np.random.default_rng(0), 64, stacked=False)
+    assert separate["obs"].shape == (64, 3, 4, 4, 3)
+    for key in ("obs", "next_obs"):
+        np.testing.assert_array_equal(merge_frames(separate[key]), stacked[key])
+    for key in ("action", "reward", "discount"):
+        np.testing.assert_array_equal(separate[key], stacked[key])
