@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import sys
+import types
 import typing
 
 from absl import logging as absl_logging
@@ -48,6 +49,10 @@ def base_config(agent_config_cls, task: str = "cartpole_swingup") -> config_dict
 
 
 def _plain_type(annotation) -> type:
+    """The flag type of a Config field: int, float, str or bool (Optional[float] -> float)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
     return annotation if annotation in (int, float, str, bool) else object
 
 
@@ -140,3 +145,19 @@ def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: s
         trainer.close()
     summary["run_dir"] = run_dir
     return summary
+
+
+def main(agent_module, agent_name: str) -> None:
+    """The command line of a launcher: `--config.*` flags (ml_collections) and `--resume`."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config = config_flags.DEFINE_config_dict("config", base_config(agent_module.Config))
+    resume = flags.DEFINE_string("resume", "", "a run directory to continue exactly where it stopped")
+
+    def run_from_flags(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --config.<name>=<value>)")
+        run(agent_module, agent_name, config.value, resume=resume.value)
+
+    app.run(run_from_flags)

@@ -13,21 +13,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout too
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
 from agents import drqv2  # noqa: E402
 from core import launch  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_dict("config", launch.base_config(drqv2.Config))
-_RESUME = flags.DEFINE_string("resume", "", "a run directory to continue exactly where it stopped")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --config.<name>=<value>)")
-    launch.run(drqv2, "drqv2", _CONFIG.value, resume=_RESUME.value)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    launch.main(drqv2, "drqv2")
