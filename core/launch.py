@@ -24,7 +24,7 @@ import envs
 from core import logging as runlog
 from core.offpolicy import LoopConfig, OffPolicyTrainer, preflight
 
-SEED_STRATEGIES = ("map", "vmap")
+SEED_STRATEGIES = ("auto", "map", "vmap", "unroll")
 OBS_TYPES = ("pixels", "states")
 ASYNC_ENVS = ("auto", "true", "false")
 
@@ -39,7 +39,7 @@ def base_config(agent_config_cls, task: str = "cartpole_swingup") -> config_dict
     c.checkpoint_every_frames = 100_000
     c.save_video = True
     c.video_size = 128
-    c.seed_strategy = "map"            # map (lax.map) | vmap: how the seeds share one jitted program
+    c.seed_strategy = "auto"           # auto | map | vmap | unroll: how the seeds share one jitted program
     c.async_envs = "auto"              # auto | true | false: environments in subprocesses
     c.progress = True
     hints = typing.get_type_hints(agent_config_cls)
@@ -144,6 +144,8 @@ def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: s
     finally:
         trainer.close()
     summary["run_dir"] = run_dir
+    print(f"pixax: done at {summary['step'] * loop.action_repeat:,} frames; last evaluation return "
+          f"{summary['last_eval']:.1f} (mean over seeds); results in {run_dir}", file=sys.stderr)
     return summary
 
 

@@ -72,7 +72,7 @@ def time_envs(task, procs, steps, image_size):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="1", help="comma-separated seed counts, e.g. 1,8")
-    p.add_argument("--strategies", default="map", help="comma-separated: map, vmap")
+    p.add_argument("--strategies", default="map,vmap", help="comma-separated: map, vmap")
     p.add_argument("--dtypes", default="float32", help="comma-separated compute dtypes: float32, bfloat16")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--image-size", type=int, default=84)
@@ -94,9 +94,9 @@ def main(argv=None):
                                        hidden_dim=args.hidden_dim, feature_dim=args.feature_dim,
                                        compute_dtype=dtype)
         for n in [int(s) for s in args.seeds.split(",")]:
-            for strategy in args.strategies.split(",") if n > 1 else ["map"]:
-                rate = time_updates(n, strategy, config, args.action_dim, args.iters)
-                print(f"{n:>5} {strategy:>8} {dtype:>9} {rate:>10.1f} {rate * n:>15.1f}", flush=True)
+            for strategy in args.strategies.split(",") if n > 1 else ["-"]:  # one seed: the plain update
+                rate = time_updates(n, "map" if strategy == "-" else strategy, config, args.action_dim, args.iters)
+                print(f"{n:>5} {strategy:>8} {dtype:>9} {rate:>10.2f} {rate * n:>15.2f}", flush=True)
 
     if args.env_procs:
         print(f"\nenvironment: {args.env_task} from pixels {args.image_size}x{args.image_size}, action repeat 2")

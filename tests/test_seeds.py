@@ -53,12 +53,12 @@ def test_stack_unstack_roundtrip():
 
 
 def test_unknown_strategy_names_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown strategy 'pmap'.*\('vmap', 'map'\)"):
+    with pytest.raises(ValueError, match=r"unknown strategy 'pmap'.*'vmap', 'map', 'unroll'"):
         seeds.over_seeds(lambda x: x, "pmap")
 
 
 @pytest.mark.parametrize("agent", ["states", "pixels"])
-@pytest.mark.parametrize("strategy", ["vmap", "map"])
+@pytest.mark.parametrize("strategy", ["vmap", "map", "unroll"])
 def test_each_seed_gets_its_single_seed_numbers(agent, strategy):
     config, obs_shape = AGENTS[agent]
     rng = np.random.default_rng(0)
