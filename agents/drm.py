@@ -18,9 +18,13 @@ so this file shows only what DrM adds. Read top to bottom:
      the dormant ratio, shrink-and-perturb, the expectile loss, the blended target, the V step
   4. act and update (jitted; the perturbation is a lax.cond inside the update)
 
-Not implemented (network changes outside this agent): the Meta-World critic's Dropout(0.01) +
-LayerNorm after each hidden layer, and the Adroit proprioceptive fusion MLPs (spec §2.6/§2.7);
-with those domains this agent uses the DMC networks.
+Per-domain networks (spec §2.6, §2.7), set by the domain's config data and built by drqv2.networks:
+  * Meta-World: Dropout(0.01) then LayerNorm after each hidden Dense of the Q heads
+    (`critic_hidden_dropout`, `critic_hidden_layer_norm`); dropout is on in every critic call of an
+    update (V step, target, critic loss, actor loss), in the target critic too (`critic_target_dropout`,
+    the official train-mode target), with masks from fold_in(key, _DROPOUT_SALT);
+  * Adroit: h <- Fusion(h + StateMLP(s)) after the trunk of the actor, critic and V (`proprio_dim` = 24),
+    s = batch["proprio"] (obs) / batch["next_proprio"] (next_obs) and act(..., proprio=s).
 """
 
 import dataclasses
@@ -36,6 +40,7 @@ import optax
 from agents import drqv2
 from core import schedules
 from networks import actor_critic, dormant
+from networks.mlp import layer_norm
 
 Params = Any
 Metrics = Dict[str, jnp.ndarray]
@@ -82,6 +87,11 @@ class Config(drqv2.Config):
     lambda_temp: float = 50.0  # S2 drm.yaml lambda_temp (1/T')
     constant_lambda: bool = False  # S2 drm_mw.py: lambda = target_lambda, no beta dependence (Meta-World)
     expectile: float = 0.9  # S2 drm.yaml expectile (kappa)
+    # Per-domain networks (§2.6, §2.7); the DMC agent has neither (METAWORLD / ADROIT set them).
+    critic_hidden_dropout: float = 0.0  # S2 drm_mw.py Critic: nn.Dropout(0.01) after each hidden Linear
+    critic_hidden_layer_norm: bool = False  # S2 drm_mw.py Critic: nn.LayerNorm after that Dropout
+    critic_target_dropout: bool = True  # S2 drm_mw.py: critic_target.train() -> dropout in the target (§5 #20)
+    proprio_dim: int = 0  # S2 drm_adroit.py StateEncoder: state_dim = 24 (Adroit's observation_sensor)
 
     def __post_init__(self):
         for name in ("max_perturb_factor", "target_lambda"):
@@ -117,6 +127,8 @@ class Config(drqv2.Config):
             ("target_lambda", not self.exploitation or (lam is not None and 0 <= lam <= 1), required + ", in [0, 1]"),
             ("lambda_temp", self.lambda_temp > 0, "> 0"),
             ("expectile", 0 < self.expectile < 1, "in (0, 1)"),
+            ("critic_hidden_dropout", 0 <= self.critic_hidden_dropout < 1, "in [0, 1) (Meta-World: 0.01)"),
+            ("proprio_dim", self.proprio_dim >= 0, ">= 0 (Adroit: 24; 0 = no proprioception fusion)"),
         ]
 
 
@@ -178,6 +190,8 @@ METAWORLD: Dict[str, Any] = {
     "constant_lambda": True,  # drm_mw.py: lambda_ = target_lambda
     "expectile": 0.9,
     "awaken_guard": False,  # drm_mw.py: t0 when beta < beta_hat, no step guard
+    "critic_hidden_dropout": 0.01,  # drm_mw.py Critic Q1/Q2
+    "critic_hidden_layer_norm": True,
 }
 METAWORLD_TASKS: Tuple[str, ...] = (
     "assembly", "basketball", "bin-picking", "box-close", "button-press", "button-press-topdown",
@@ -199,6 +213,7 @@ ADROIT: Dict[str, Any] = {
     "target_lambda": 0.6,
     # 0.7 for all three: door.yaml's 0.6 is overridden by drm_adroit.yaml (Hydra order †).
     "expectile": 0.7,
+    "proprio_dim": 24,  # train_adroit.py: observation_sensor (the hand's 24 joint positions)
 }
 ADROIT_TASKS: Tuple[str, ...] = ("door", "hammer", "pen")
 
@@ -291,6 +306,7 @@ def config_for_task(task: str, **user_overrides) -> Config:
 # fold_in salts: fold_in(key, i) equals split(key, n)[i] for small i, so these are far from any split index.
 _VALUE_INIT_SALT = 0x76616C75  # "valu": the V network's init key in create
 _PERTURB_SALT = 0x70657274  # "pert": the perturbation's key in update
+_DROPOUT_SALT = 0x64726F70  # "drop": the critic's dropout masks in update (Meta-World)
 
 
 class DrMState(drqv2.DrQV2State):
@@ -304,7 +320,14 @@ class DrMState(drqv2.DrQV2State):
 
 
 def value_network(config: Config) -> actor_critic.Value:
-    return actor_critic.Value(config.feature_dim, config.hidden_dim, dtype=drqv2.COMPUTE_DTYPES[config.compute_dtype])
+    return actor_critic.Value(config.feature_dim, config.hidden_dim, dtype=drqv2.COMPUTE_DTYPES[config.compute_dtype],
+                              proprio_dim=config.proprio_dim)
+
+
+def value_of(state: "DrMState", value_params: Params, features: jnp.ndarray,
+             proprio: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+    """V(h) (with the proprio fusion when the config has it), shape (B,)."""
+    return value_network(state.config).apply(value_params, features, **drqv2.proprio_kwargs(state.config, proprio))
 
 
 def _dummy_features(state: drqv2.DrQV2State) -> jnp.ndarray:
@@ -318,7 +341,8 @@ def _dummy_features(state: drqv2.DrQV2State) -> jnp.ndarray:
 def _create(key: jax.Array, obs_shape: Tuple[int, ...], action_dim: int, config: Config) -> DrMState:
     # The same key gives DrQ-v2's encoder / actor / critic exactly; V gets a key of its own.
     base = drqv2.create(key, obs_shape, action_dim, config)
-    value_params = value_network(config).init(jax.random.fold_in(key, _VALUE_INIT_SALT), _dummy_features(base))
+    value_params = value_network(config).init(jax.random.fold_in(key, _VALUE_INIT_SALT), _dummy_features(base),
+                                              **drqv2.dummy_proprio(config))
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
     return DrMState(
         **fields,
@@ -387,19 +411,68 @@ def awaken(config: Config, awaken_step, step, beta) -> jnp.ndarray:
     return jnp.where((awaken_step < 0) & ready, jnp.asarray(step, jnp.int32), awaken_step).astype(jnp.int32)
 
 
-def measure_dormant_ratio(state: DrMState, features: jnp.ndarray, action: jnp.ndarray) -> dormant.DormantRatio:
+def _identity(x):
+    return x
+
+
+def _fusion_layers() -> Dict[str, dormant.DenseLayer]:
+    """The 4 Dense layers of actor_critic.ProprioFusion (Adroit): the first of each MLP is followed by an
+    in-place ReLU in the official StateEncoder (official rule: post-ReLU), the second by nothing (raw)."""
+    return {f"proprio_fusion/{mlp}/dense_{i}": dormant.DenseLayer(nn.relu, inplace_relu=True) if i == 0
+            else dormant.DenseLayer(_identity)
+            for mlp in ("state_encoder", "fusion") for i in (0, 1)}
+
+
+def actor_layers(config: Config, actor_params: Params) -> Dict[str, dormant.DenseLayer]:
+    """dormant.actor_layers, plus the proprio fusion's layers when the config has it (spec §2.1: the
+    official Adroit ratio includes them)."""
+    layers = dormant.actor_layers(actor_params)
+    if config.proprio_dim:
+        layers.update(_fusion_layers())
+    return layers
+
+
+def critic_layers(config: Config, critic_params: Params) -> Dict[str, dormant.DenseLayer]:
+    """dormant.critic_layers, adapted to the Meta-World Q heads (hidden Dense -> Dropout -> LayerNorm -> ReLU:
+    no in-place ReLU reads the Dense output, so "official" is raw; "post" is ReLU(LayerNorm(x)), without
+    dropout) and the proprio fusion."""
+    layers = dormant.critic_layers(critic_params)
+    if config.critic_hidden_dropout > 0 or config.critic_hidden_layer_norm:
+        params = critic_params["params"]
+        layers = {"trunk/dense": layers["trunk/dense"]}
+        for head in ("q1", "q2"):
+            for i in (0, 1):
+                norm = None
+                if config.critic_hidden_layer_norm:
+                    norm_params = {"params": params[head][f"layer_norm_{i}"]}
+                    norm = functools.partial(layer_norm(jnp.float32).apply, norm_params)
+
+                def hidden(x, norm=norm):
+                    return nn.relu(x if norm is None else norm(x.astype(jnp.float32)))
+
+                layers[f"{head}/dense_{i}"] = dormant.DenseLayer(hidden)
+            layers[f"{head}/dense_2"] = dormant.DenseLayer(_identity, is_output=True)
+    if config.proprio_dim:
+        layers.update(_fusion_layers())
+    return layers
+
+
+def measure_dormant_ratio(state: DrMState, features: jnp.ndarray, action: jnp.ndarray,
+                          proprio: Optional[jnp.ndarray] = None) -> dormant.DormantRatio:
     """beta of `dormant_network` on a batch of encoder features (detached); layers named
-    "actor/trunk/dense", "actor/policy/dense_0", ... ("critic/q1/dense_0", ... with actor+critic)."""
+    "actor/trunk/dense", "actor/policy/dense_0", ... ("critic/q1/dense_0", ... with actor+critic;
+    "actor/proprio_fusion/state_encoder/dense_0", ... with Adroit's fusion). The critic runs without dropout."""
     config = state.config
     nets = drqv2.networks(config, state.action_dim)
     features = jax.lax.stop_gradient(features)
+    extra = drqv2.proprio_kwargs(config, proprio)
     measured = {}
-    parts = [("actor", nets.actor, state.actor_params, (features,), dormant.actor_layers)]
+    parts = [("actor", nets.actor, state.actor_params, (features,), actor_layers)]
     if config.dormant_network == "actor+critic":
-        parts.append(("critic", nets.critic, state.critic_params, (features, action), dormant.critic_layers))
+        parts.append(("critic", nets.critic, state.critic_params, (features, action), critic_layers))
     for prefix, module, params, inputs, layer_table in parts:
-        raw = dormant.dense_outputs(module, params, *inputs)
-        layers = layer_table(params)
+        raw = dormant.dense_outputs(module, params, *inputs, **extra)
+        layers = layer_table(config, params)
         for name, value in dormant.measured_activations(raw, layers, config.dormant_activation).items():
             if config.dormant_include_output_layer or not layers[name].is_output:
                 measured[f"{prefix}/{name}"] = value
@@ -415,7 +488,7 @@ def fresh_params(state: DrMState, key: jax.Array) -> Dict[str, Params]:
     key_main, key_target, key_value = jax.random.split(key, 3)
     encoder, actor, critic = drqv2.init_params(key_main, state.obs_shape, state.action_dim, state.config)
     critic_target = drqv2.init_params(key_target, state.obs_shape, state.action_dim, state.config)[2]
-    value = value_network(state.config).init(key_value, _dummy_features(state))
+    value = value_network(state.config).init(key_value, _dummy_features(state), **drqv2.dummy_proprio(state.config))
     return {"encoder": encoder, "actor": actor, "critic": critic, "critic_target": critic_target, "value": value}
 
 
@@ -436,14 +509,15 @@ def perturbed_layers(state: DrMState) -> Dict[str, Tuple[Tuple[str, ...], ...]]:
     features = _dummy_features(state)
     action = jnp.zeros((1, state.action_dim), jnp.float32)
     encoder_types = (nn.Dense, nn.Conv) if state.config.perturb_encoder_convs else (nn.Dense,)
-    critic = dormant.layer_paths(nets.critic, state.critic_params, features, action)
+    proprio = drqv2.dummy_proprio(state.config)
+    critic = dormant.layer_paths(nets.critic, state.critic_params, features, action, **proprio)
     return {
         "encoder": dormant.layer_paths(nets.encoder, state.encoder_params,
                                        jnp.zeros((1, *state.obs_shape), jnp.float32), types=encoder_types),
-        "actor": dormant.layer_paths(nets.actor, state.actor_params, features),
+        "actor": dormant.layer_paths(nets.actor, state.actor_params, features, **proprio),
         "critic": critic,
         "critic_target": critic,
-        "value": dormant.layer_paths(value_network(state.config), state.value_params, features),
+        "value": dormant.layer_paths(value_network(state.config), state.value_params, features, **proprio),
     }
 
 
@@ -484,16 +558,18 @@ def blended_target(reward: jnp.ndarray, discount: jnp.ndarray, target_q1: jnp.nd
     return reward.reshape(-1) + discount.reshape(-1) * bootstrap
 
 
-def update_value(state: DrMState, features: jnp.ndarray, action: jnp.ndarray) -> Tuple[DrMState, Metrics]:
-    """One Adam step of V on expectile_loss(V(sg h), sg min(Q1, Q2)(h, a)) with the state's critic."""
+def update_value(state: DrMState, features: jnp.ndarray, action: jnp.ndarray, *,
+                 proprio: Optional[jnp.ndarray] = None, dropout_key: Optional[jax.Array] = None
+                 ) -> Tuple[DrMState, Metrics]:
+    """One Adam step of V on expectile_loss(V(sg h), sg min(Q1, Q2)(h, a)) with the state's critic
+    (in train mode, i.e. with dropout masks from dropout_key, when the critic has dropout)."""
     config = state.config
     features = jax.lax.stop_gradient(features)
-    q1, q2 = drqv2.networks(config, state.action_dim).critic.apply(state.critic_params, features, action)
+    q1, q2 = drqv2.critic_values(state, state.critic_params, features, action, proprio, dropout_key)
     q = jax.lax.stop_gradient(jnp.minimum(q1, q2))
-    value = value_network(config)
 
     def loss_fn(value_params):
-        v = value.apply(value_params, features)
+        v = value_of(state, value_params, features, proprio)
         return expectile_loss(v, q, config.expectile), v
 
     (loss, v), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.value_params)
@@ -509,21 +585,35 @@ def update_value(state: DrMState, features: jnp.ndarray, action: jnp.ndarray) ->
 
 
 @functools.partial(jax.jit, static_argnames=("eval_mode",))
-def act(state: DrMState, obs: jnp.ndarray, step, key: jax.Array, eval_mode: bool) -> jnp.ndarray:
-    """DrQ-v2's act with DrM's std: sigma(beta, t0) from the state's last update (drqv2.act otherwise)."""
+def act(state: DrMState, obs: jnp.ndarray, step, key: jax.Array, eval_mode: bool,
+        proprio: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+    """DrQ-v2's act with DrM's std: sigma(beta, t0) from the state's last update (drqv2.act otherwise).
+    proprio: (B, proprio_dim) with Adroit's fusion (ignored otherwise)."""
     std = stddev(state.config, step, state.dormant_ratio, state.awaken_step)
-    return drqv2.act_with_stddev(state, obs, std, step, key, eval_mode)
+    return drqv2.act_with_stddev(state, obs, std, step, key, eval_mode, proprio)
 
 
 @jax.jit
 def update(state: DrMState, batch: Dict[str, jnp.ndarray], step, key: jax.Array) -> Tuple[DrMState, Metrics]:
-    """One DrM update in the official order (§2.5). batch: obs, action, reward, discount, next_obs.
+    """One DrM update in the official order (§2.5). batch: obs, action, reward, discount, next_obs
+    (+ proprio, next_proprio with Adroit's fusion).
 
     Keys: split(key, 3) -> augmentation, target action noise, actor action noise (as drqv2.update);
-    fold_in(key, _PERTURB_SALT) -> the perturbation's fresh inits (see fresh_params).
+    fold_in(key, _PERTURB_SALT) -> the perturbation's fresh inits (see fresh_params);
+    split(fold_in(key, _DROPOUT_SALT), 4) -> the critic's dropout masks in the V step, the target, the
+    critic loss and the actor loss (only when the critic has dropout).
     """
     config = state.config
     key_augment, key_target, key_actor = jax.random.split(key, 3)
+    proprio, next_proprio = batch.get("proprio"), batch.get("next_proprio")
+    if config.proprio_dim and (proprio is None or next_proprio is None):
+        raise ValueError(f"this DrM config fuses proprioception (proprio_dim={config.proprio_dim}): the batch "
+                         f"needs 'proprio' and 'next_proprio', got keys {sorted(batch)}")
+    dropout = {"value": None, "target": None, "critic": None, "actor": None}
+    if config.critic_hidden_dropout > 0:  # every critic call of the update is in train mode (official)
+        dropout = dict(zip(dropout, jax.random.split(jax.random.fold_in(key, _DROPOUT_SALT), 4)))
+        if not config.critic_target_dropout:
+            dropout["target"] = None
 
     # 1. Perturb with the previous update's beta, on steps that are multiples of the interval.
     perturbed = jnp.asarray(False)
@@ -538,7 +628,7 @@ def update(state: DrMState, batch: Dict[str, jnp.ndarray], step, key: jax.Array)
     next_features = jax.lax.stop_gradient(drqv2.encode(state, next_obs))
 
     # 3. beta on this batch (pre-update encoder, post-perturbation actor), then the awaken test.
-    beta = measure_dormant_ratio(state, features, batch["action"])
+    beta = measure_dormant_ratio(state, features, batch["action"], proprio)
     state = state.replace(dormant_ratio=beta.total,
                           awaken_step=awaken(config, state.awaken_step, step, beta.total))
     std = stddev(config, step, state.dormant_ratio, state.awaken_step)
@@ -547,17 +637,21 @@ def update(state: DrMState, batch: Dict[str, jnp.ndarray], step, key: jax.Array)
     # 4. V step with the pre-update critic; 5. critic + encoder step on the target with the new V.
     value_metrics = {"value_loss": jnp.zeros(()), "value_v": jnp.zeros(())}
     if config.exploitation:
-        state, value_metrics = update_value(state, features, batch["action"])
-    target_q1, target_q2 = drqv2.target_q_values(state, next_features, std, key_target)
+        state, value_metrics = update_value(state, features, batch["action"], proprio=proprio,
+                                            dropout_key=dropout["value"])
+    target_q1, target_q2 = drqv2.target_q_values(state, next_features, std, key_target, next_proprio=next_proprio,
+                                                 dropout_key=dropout["target"])
     if config.exploitation:
-        next_value = value_network(config).apply(state.value_params, next_features)
+        next_value = value_of(state, state.value_params, next_features, next_proprio)
         target = blended_target(batch["reward"], batch["discount"], target_q1, target_q2, next_value, lam)
     else:
         target = drqv2.critic_target(batch["reward"], batch["discount"], target_q1, target_q2)
-    state, critic_metrics = drqv2.update_critic(state, features, encoder_pullback, batch["action"], target)
+    state, critic_metrics = drqv2.update_critic(state, features, encoder_pullback, batch["action"], target,
+                                                proprio=proprio, dropout_key=dropout["critic"])
 
     # 6. Actor step (pre-update features, post-update critic); 7. soft update of the critic target.
-    state, actor_metrics = drqv2.update_actor(state, features, std, key_actor)
+    state, actor_metrics = drqv2.update_actor(state, features, std, key_actor, proprio=proprio,
+                                              dropout_key=dropout["actor"])
     state = drqv2.soft_update_target(state)
 
     metrics = {

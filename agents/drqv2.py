@@ -14,6 +14,14 @@ action_dim, obs_shape) and writes them back with `state.replace`, so a state cla
 fields plus its own (DrM's V network, dormant ratio, ...) can call them unchanged. `update` is a composition of
 `augment_batch`, `encode_with_pullback`, `encode`, `target_q_values`, `critic_target`,
 `update_critic`, `update_actor` and `soft_update_target`; DrM composes the same pieces in its order.
+
+Network options for DrM's other domains (spec §2.6, §2.7), read by `networks` from a Config subclass that
+defines them (DrQ-v2's own Config does not, so its networks are the official ones): `proprio_dim`
+(Adroit proprioception fusion) and `critic_hidden_dropout` / `critic_hidden_layer_norm` (Meta-World
+Q heads). The pieces take the matching optional inputs as keyword arguments: `proprio` /
+`next_proprio` (ignored when the config fuses none) and `dropout_key` (None: the critic runs without
+dropout, as in eval mode; a key: train-mode dropout drawn from it). With their defaults every piece
+computes exactly what it did without them.
 """
 
 import dataclasses
@@ -211,6 +219,11 @@ class Networks(NamedTuple):
     critic: actor_critic.Critic
 
 
+def proprio_dim(config: Config) -> int:
+    """Entries of the proprioceptive vector the networks fuse (0: none; a Config subclass may set it)."""
+    return getattr(config, "proprio_dim", 0)
+
+
 def networks(config: Config, action_dim: int) -> Networks:
     """The flax modules (stateless descriptions; params live in the agent state)."""
     dtype = COMPUTE_DTYPES[config.compute_dtype]
@@ -218,9 +231,24 @@ def networks(config: Config, action_dim: int) -> Networks:
         encoder = encoders.PixelEncoder(dtype=dtype)
     else:
         encoder = encoders.StateEncoder(hidden_dim=config.state_encoder_dim, dtype=dtype)
-    actor = actor_critic.Actor(action_dim, config.feature_dim, config.hidden_dim, dtype=dtype)
-    critic = actor_critic.Critic(config.feature_dim, config.hidden_dim, dtype=dtype)
+    fusion = proprio_dim(config)
+    actor = actor_critic.Actor(action_dim, config.feature_dim, config.hidden_dim, dtype=dtype, proprio_dim=fusion)
+    critic = actor_critic.Critic(config.feature_dim, config.hidden_dim, dtype=dtype,
+                                 hidden_dropout=getattr(config, "critic_hidden_dropout", 0.0),
+                                 hidden_layer_norm=getattr(config, "critic_hidden_layer_norm", False),
+                                 proprio_dim=fusion)
     return Networks(encoder, actor, critic)
+
+
+def proprio_kwargs(config: Config, proprio: Optional[jnp.ndarray]) -> Dict[str, jnp.ndarray]:
+    """{"proprio": proprio} for a network apply when the config fuses proprioception, else {} (a proprio
+    vector given to networks without fusion is not used, so one loop serves every agent)."""
+    return {"proprio": proprio} if proprio_dim(config) else {}
+
+
+def dummy_proprio(config: Config) -> Dict[str, jnp.ndarray]:
+    """proprio_kwargs of a zero vector (batch 1), for init and shape-only calls."""
+    return proprio_kwargs(config, jnp.zeros((1, proprio_dim(config)), jnp.float32))
 
 
 def optimizer(config: Config) -> optax.GradientTransformation:
@@ -268,8 +296,8 @@ def init_params(key: jax.Array, obs_shape: Tuple[int, ...], action_dim: int, con
     dummy_obs = _dummy_obs(tuple(obs_shape), config)
     encoder_params = nets.encoder.init(key_encoder, dummy_obs)
     features = jnp.zeros(jax.eval_shape(nets.encoder.apply, encoder_params, dummy_obs).shape)
-    actor_params = nets.actor.init(key_actor, features)
-    critic_params = nets.critic.init(key_critic, features, jnp.zeros((1, action_dim)))
+    actor_params = nets.actor.init(key_actor, features, **dummy_proprio(config))
+    critic_params = nets.critic.init(key_critic, features, jnp.zeros((1, action_dim)), **dummy_proprio(config))
     return encoder_params, actor_params, critic_params
 
 
@@ -376,29 +404,48 @@ def soft_update(target_params: Params, online_params: Params, tau: float) -> Par
     return optax.incremental_update(online_params, target_params, tau)
 
 
-def target_q_values(state: DrQV2State, next_features: jnp.ndarray, std, key: jax.Array
+def actor_mean(state: DrQV2State, actor_params: Params, features: jnp.ndarray,
+               proprio: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+    """mu of the actor with `actor_params` (proprio used only when the config fuses it)."""
+    actor = networks(state.config, state.action_dim).actor
+    return actor.apply(actor_params, features, **proprio_kwargs(state.config, proprio))
+
+
+def critic_values(state: DrQV2State, critic_params: Params, features: jnp.ndarray, action: jnp.ndarray,
+                  proprio: Optional[jnp.ndarray] = None, dropout_key: Optional[jax.Array] = None
+                  ) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """(Q1, Q2) of the critic with `critic_params`. dropout_key None: no dropout (eval mode); a key:
+    the critic's dropout layers (if any) drop units with masks drawn from it (train mode)."""
+    critic = networks(state.config, state.action_dim).critic
+    kwargs = proprio_kwargs(state.config, proprio)
+    if dropout_key is not None:
+        kwargs.update(deterministic=False, rngs={"dropout": dropout_key})
+    return critic.apply(critic_params, features, action, **kwargs)
+
+
+def target_q_values(state: DrQV2State, next_features: jnp.ndarray, std, key: jax.Array, *,
+                    next_proprio: Optional[jnp.ndarray] = None, dropout_key: Optional[jax.Array] = None
                     ) -> Tuple[jnp.ndarray, jnp.ndarray]:
     """Target critic's (Q1, Q2) at (h', a'), a' ~ pi(h', std) with clip `stddev_clip`. No gradients."""
-    nets = networks(state.config, state.action_dim)
     next_features = jax.lax.stop_gradient(next_features)
-    mu = nets.actor.apply(state.actor_params, next_features)
+    mu = actor_mean(state, state.actor_params, next_features, next_proprio)
     next_action = sample_action(mu, std, state.config.stddev_clip, key)
-    q1, q2 = nets.critic.apply(state.critic_target_params, next_features, next_action)
+    q1, q2 = critic_values(state, state.critic_target_params, next_features, next_action, next_proprio, dropout_key)
     return jax.lax.stop_gradient(q1), jax.lax.stop_gradient(q2)
 
 
 def update_critic(state: DrQV2State, features: jnp.ndarray, encoder_pullback: Callable,
-                  action: jnp.ndarray, target: jnp.ndarray) -> Tuple[DrQV2State, Metrics]:
+                  action: jnp.ndarray, target: jnp.ndarray, *, proprio: Optional[jnp.ndarray] = None,
+                  dropout_key: Optional[jax.Array] = None) -> Tuple[DrQV2State, Metrics]:
     """One Adam step of the critic AND the encoder on critic_loss(Q1(h, a), Q2(h, a), y).
 
     `features, encoder_pullback = encode_with_pullback(state, augmented_obs)`; `target` is y (no grad).
     """
     config = state.config
-    nets = networks(config, state.action_dim)
     target = jax.lax.stop_gradient(target)
 
     def loss_fn(critic_params, features):
-        q1, q2 = nets.critic.apply(critic_params, features, action)
+        q1, q2 = critic_values(state, critic_params, features, action, proprio, dropout_key)
         return critic_loss(q1, q2, target), (q1, q2)
 
     (loss, (q1, q2)), (critic_grads, feature_grads) = jax.value_and_grad(
@@ -423,19 +470,20 @@ def update_critic(state: DrQV2State, features: jnp.ndarray, encoder_pullback: Ca
     return state, metrics
 
 
-def update_actor(state: DrQV2State, features: jnp.ndarray, std, key: jax.Array) -> Tuple[DrQV2State, Metrics]:
+def update_actor(state: DrQV2State, features: jnp.ndarray, std, key: jax.Array, *,
+                 proprio: Optional[jnp.ndarray] = None, dropout_key: Optional[jax.Array] = None
+                 ) -> Tuple[DrQV2State, Metrics]:
     """One Adam step of the actor only, on actor_loss with the state's (already updated) critic.
 
     `features` are detached here: the actor never sends gradients into the encoder (or the critic).
     """
     config = state.config
-    nets = networks(config, state.action_dim)
     features = jax.lax.stop_gradient(features)
 
     def loss_fn(actor_params):
-        mu = nets.actor.apply(actor_params, features)
+        mu = actor_mean(state, actor_params, features, proprio)
         action = sample_action(mu, std, config.stddev_clip, key)
-        q1, q2 = nets.critic.apply(state.critic_params, features, action)
+        q1, q2 = critic_values(state, state.critic_params, features, action, proprio, dropout_key)
         return actor_loss(q1, q2), (mu, action)
 
     (loss, (mu, action)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor_params)
@@ -466,21 +514,22 @@ def soft_update_target(state: DrQV2State) -> DrQV2State:
 
 
 @functools.partial(jax.jit, static_argnames=("eval_mode",))
-def act(state: DrQV2State, obs: jnp.ndarray, step, key: jax.Array, eval_mode: bool) -> jnp.ndarray:
+def act(state: DrQV2State, obs: jnp.ndarray, step, key: jax.Array, eval_mode: bool,
+        proprio: Optional[jnp.ndarray] = None) -> jnp.ndarray:
     """Actions (B, A) for a batch of observations (no augmentation).
 
     eval_mode: mu. Training: mu + sigma(step) * eps, unclipped (issue #13; `clip_when_acting` to
     change), clamped to [-1+1e-6, 1-1e-6]; i.i.d. U(-1, 1) while step < num_expl_steps.
+    proprio: (B, P) proprioceptive vectors, used only when the config fuses them.
     """
-    return act_with_stddev(state, obs, stddev(state.config, step), step, key, eval_mode)
+    return act_with_stddev(state, obs, stddev(state.config, step), step, key, eval_mode, proprio)
 
 
-def act_with_stddev(state: DrQV2State, obs: jnp.ndarray, std, step, key: jax.Array, eval_mode: bool
-                    ) -> jnp.ndarray:
+def act_with_stddev(state: DrQV2State, obs: jnp.ndarray, std, step, key: jax.Array, eval_mode: bool,
+                    proprio: Optional[jnp.ndarray] = None) -> jnp.ndarray:
     """The body of `act` with the exploration std given (DrM passes its dormant-ratio-driven sigma)."""
     config = state.config
-    nets = networks(config, state.action_dim)
-    mu = nets.actor.apply(state.actor_params, encode(state, obs))
+    mu = actor_mean(state, state.actor_params, encode(state, obs), proprio)
     if eval_mode:
         return mu
     key_noise, key_uniform = jax.random.split(key)

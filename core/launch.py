@@ -42,6 +42,7 @@ def base_config(agent_config_cls, task: str = "cartpole_swingup") -> config_dict
     c.seed_strategy = "auto"           # auto | map | vmap | unroll: how the seeds share one jitted program
     c.async_envs = "auto"              # auto | true | false: environments in subprocesses
     c.progress = True
+    c.mw_double_reset = True           # Meta-World only: store the official trainer's second reset per episode
     hints = typing.get_type_hints(agent_config_cls)
     c.agent = config_dict.ConfigDict({f.name: config_dict.placeholder(_plain_type(hints[f.name]))
                                       for f in dataclasses.fields(agent_config_cls) if f.name != "obs_type"})
@@ -100,7 +101,7 @@ def resolve(agent_module, config: config_dict.ConfigDict):
         num_eval_episodes=a.num_eval_episodes, checkpoint_every_frames=config.checkpoint_every_frames,
         save_video=bool(config.save_video), video_size=config.video_size, seed_strategy=config.seed_strategy,
         async_envs={"auto": None, "true": True, "false": False}[str(config.async_envs).lower()],
-        progress=bool(config.progress))
+        progress=bool(config.progress), mw_double_reset=bool(config.mw_double_reset))
     return agent_config, loop
 
 

@@ -10,6 +10,18 @@ The environment step is started before the update and collected after it, so the
 while the accelerator updates; the update only sees data stored before this step, as in the
 official loop, so the overlap changes no numbers.
 
+What the environment says shapes what is stored and logged, with no task-name special cases:
+  * `env.stack_padding` ("repeat" when absent, "zeros" for Meta-World): how the replay pads the
+    frame stacks of an episode's first observations, as the environment's own stack does;
+  * `env.proprio_space` (Adroit): the proprioceptive vector of info["proprio"] is stored with every
+    replay entry, sampled as batch["proprio"] / batch["next_proprio"] and passed to
+    `agent.act(..., proprio=)`;
+  * info["episode_success"] (Meta-World, Adroit): logged as `episode_success` in metrics.csv and,
+    averaged over the evaluation episodes, as `success_rate` in eval.csv.
+Meta-World also gets DrM's trainer quirk `mw_double_reset` (spec §2.7): from the second episode on,
+every training episode starts with two resets, both stored, the second as a zero-action step whose
+frame restarts the stack (one spurious transition per episode, as the official replay holds).
+
 Randomness is a pure function of (seed, counters): the agent's keys are `fold_in(key, step)`, each
 episode's environment seed is derived from (seed, episode index), and the replay samplers are
 numpy generators saved with each checkpoint. Checkpoints are taken when every environment is at an
@@ -21,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -58,9 +70,12 @@ class LoopConfig:
     checkpoint_every_frames: int = 100_000
     save_video: bool = True
     video_size: int = 128
-    seed_strategy: str = "map"  # how seeds share one program: "map" (lax.map) or "vmap"
+    seed_strategy: str = "auto"  # how seeds share one program: "map" (lax.map), "vmap", "auto" (core/seeds.py)
     async_envs: bool | None = None  # None: subprocesses when there are several seeds
     progress: bool = True
+    # DrM's train_mw.py resets Meta-World twice at every episode end and stores both resets (spec §2.7);
+    # official default. No effect on other suites.
+    mw_double_reset: bool = True
 
 
 def episode_seed(seed: int, stream: int, index: int) -> int:
@@ -78,13 +93,28 @@ def env_kwargs(cfg: LoopConfig) -> dict:
                 image_size=cfg.image_size)
 
 
-def preflight(cfg: LoopConfig):
-    """Checks the task and the replay's memory need before any work; returns the spaces and episode length."""
+class EnvFacts(NamedTuple):
+    """What the loop needs to know of a task's environment (read from one probe instance)."""
+
+    obs_space: Any
+    act_space: Any
+    frame_shape: tuple  # what the replay stores of one observation
+    episode_steps: int
+    stack_padding: str  # "repeat" | "zeros": how the env fills its frame stack at reset
+    proprio_shape: Optional[tuple]  # info["proprio"]'s shape, None when the env has none
+
+
+def preflight(cfg: LoopConfig) -> EnvFacts:
+    """Checks the task and the replay's memory need before any work; returns what the loop needs to know."""
     probe = envs.make(cfg.task, seed=cfg.seeds[0], **env_kwargs(cfg))
     obs_space, act_space, episode_steps = probe.observation_space, probe.action_space, probe.max_episode_steps
+    stack_padding = getattr(probe, "stack_padding", "repeat")
+    proprio_space = getattr(probe, "proprio_space", None)
     probe.close()
+    proprio_shape = None if proprio_space is None else tuple(proprio_space.shape)
     frame_shape = newest_frame(np.zeros(obs_space.shape, obs_space.dtype), cfg.obs_type).shape
-    per_seed = FrameReplay.memory_bytes(cfg.replay_capacity, frame_shape, obs_space.dtype, act_space.shape)
+    per_seed = FrameReplay.memory_bytes(cfg.replay_capacity, frame_shape, obs_space.dtype, act_space.shape,
+                                        proprio_shape)
     need, free = per_seed * len(cfg.seeds), psutil.virtual_memory().available
     if need > free:
         fits = max(int(cfg.replay_capacity * free / need), 0)
@@ -92,7 +122,27 @@ def preflight(cfg: LoopConfig):
             f"replay: {len(cfg.seeds)} seed(s) x {cfg.replay_capacity:,} transitions need "
             f"{need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB of RAM is free; use a capacity of at "
             f"most ~{fits:,} (--config.agent.replay_capacity) or fewer seeds")
-    return obs_space, act_space, frame_shape, episode_steps
+    return EnvFacts(obs_space, act_space, frame_shape, episode_steps, stack_padding, proprio_shape)
+
+
+def _merge(mask: np.ndarray, new: np.ndarray, old: Optional[np.ndarray]) -> np.ndarray:
+    """Per environment: `new` where mask, else `old` (all of `new` when there is no old value)."""
+    if old is None:
+        return new
+    return np.where(mask.reshape(mask.shape + (1,) * (new.ndim - 1)), new, old)
+
+
+def check_finite(metric_means: dict, seeds, step: int, checkpoint_step) -> None:
+    """Stops a run whose losses became NaN/inf, naming the metric and seed; the last checkpoint is intact."""
+    for name, values in metric_means.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            resume = (f"the last checkpoint (step {checkpoint_step}) is intact: fix the cause (e.g. a lower "
+                      f"--config.agent.lr) and start again, or --resume it" if checkpoint_step is not None
+                      else "no checkpoint was written yet")
+            raise FloatingPointError(
+                f"{name} is {values[bad][0]} for seed(s) {[s for s, b in zip(seeds, bad) if b]} in the updates "
+                f"before agent step {step}; {resume}")
 
 
 class OffPolicyTrainer:
@@ -101,11 +151,15 @@ class OffPolicyTrainer:
     def __init__(self, agent, agent_config, cfg: LoopConfig, run_dir: str):
         self.agent, self.agent_config, self.cfg, self.run_dir = agent, agent_config, cfg, run_dir
         self.num_seeds = len(cfg.seeds)
-        obs_space, act_space, frame_shape, self.episode_steps = preflight(cfg)
+        facts = preflight(cfg)
+        obs_space, act_space, self.episode_steps = facts.obs_space, facts.act_space, facts.episode_steps
         self.obs_shape, self.action_dim = obs_space.shape, int(np.prod(act_space.shape))
+        self.proprio_shape = facts.proprio_shape
+        self.double_reset = cfg.mw_double_reset and envs.suite_of(cfg.task) == "metaworld"
         replay_stack = cfg.frame_stack if cfg.obs_type == "pixels" else 1
-        self.replays = [FrameReplay(cfg.replay_capacity, frame_shape, obs_space.dtype, act_space.shape,
+        self.replays = [FrameReplay(cfg.replay_capacity, facts.frame_shape, obs_space.dtype, act_space.shape,
                                     frame_stack=replay_stack, nstep=cfg.nstep, discount=cfg.discount,
+                                    pad_first_frame=facts.stack_padding, proprio_shape=facts.proprio_shape,
                                     check_memory=False) for _ in cfg.seeds]
         self.samplers = [np.random.default_rng([seed, 1]) for seed in cfg.seeds]
 
@@ -129,8 +183,10 @@ class OffPolicyTrainer:
     def _build_steps(self):
         agent, strategy = self.agent, self.cfg.seed_strategy
 
-        def act_one(state, obs, step, key, eval_mode):
-            action = agent.act(state, obs[None], step, jax.random.fold_in(key, 2 * step), eval_mode=eval_mode)
+        def act_one(state, obs, step, key, proprio, eval_mode):
+            extra = {} if proprio is None else {"proprio": proprio[None]}  # only envs with proprio send it
+            action = agent.act(state, obs[None], step, jax.random.fold_in(key, 2 * step), eval_mode=eval_mode,
+                               **extra)
             return action[0]
 
         pixels = self.cfg.obs_type == "pixels"
@@ -143,12 +199,23 @@ class OffPolicyTrainer:
             return state, totals
 
         self._act = {mode: jax.jit(seeding.over_seeds(
-            lambda s, o, t, k, mode=mode: act_one(s, o, t, k, mode), strategy, jit=False)) for mode in (False, True)}
+            lambda s, o, t, k, p, mode=mode: act_one(s, o, t, k, p, mode), strategy, jit=False))
+            for mode in (False, True)}
         self._update = jax.jit(seeding.over_seeds(update_one, strategy, jit=False), donate_argnums=(0, 4))
 
-    def act(self, obs: np.ndarray, eval_mode: bool) -> np.ndarray:
+    def act(self, obs: np.ndarray, eval_mode: bool, proprio: Optional[np.ndarray] = None) -> np.ndarray:
         steps = jnp.full((self.num_seeds,), self.step, jnp.int32)
-        return self._act[eval_mode](self.states, jnp.asarray(obs), steps, self.loop_keys)
+        proprio = None if proprio is None else jnp.asarray(proprio, jnp.float32)
+        return self._act[eval_mode](self.states, jnp.asarray(obs), steps, self.loop_keys, proprio)
+
+    def _proprio(self, info: dict) -> Optional[np.ndarray]:
+        """info["proprio"] of every environment, (S, *proprio_shape), or None for envs without it."""
+        if self.proprio_shape is None:
+            return None
+        if "proprio" not in info:
+            raise RuntimeError(f"{self.cfg.task}: the environment has a proprio_space but its info has no "
+                               f"'proprio' entry")
+        return np.asarray(info["proprio"], np.float32)
 
     def update(self, totals):
         stacked = self.cfg.obs_type != "pixels"
@@ -189,29 +256,44 @@ class OffPolicyTrainer:
     # ----------------------------------------------------------------------------- evaluation
     def evaluate(self, logger: Logger) -> None:
         cfg, n = self.cfg, self.num_seeds
-        totals, lengths = np.zeros(n), np.zeros(n)
+        totals, lengths, successes = np.zeros(n), np.zeros(n), np.zeros(n)
+        has_success = False  # whether the env reports info["episode_success"]
         frames = [[] for _ in range(n)]
         for ep in range(cfg.num_eval_episodes):
             ep_seeds = [episode_seed(s, EVAL_EPISODE, self.eval_count * cfg.num_eval_episodes + ep)
                         for s in cfg.seeds]
-            obs, _ = self.eval_envs.reset(seed=ep_seeds)
+            obs, info = self.eval_envs.reset(seed=ep_seeds)
+            proprio = self._proprio(info)
             done = np.zeros(n, bool)
             record = cfg.save_video and ep == 0
             while not done.all():
                 if record:
                     for i, frame in enumerate(self.eval_envs.call("render", cfg.video_size)):
                         frames[i].append(frame)
-                action = np.asarray(self.act(obs, eval_mode=True))
-                obs, reward, terminated, truncated, _ = self.eval_envs.step(action)
+                action = np.asarray(self.act(obs, eval_mode=True, proprio=proprio))
+                obs, reward, terminated, truncated, info = self.eval_envs.step(action)
+                proprio = self._proprio(info)
                 totals += np.where(done, 0.0, reward)
                 lengths += ~done
-                done |= terminated | truncated
+                finished = (terminated | truncated) & ~done
+                if "episode_success" in info:  # the official metric of the episode so far
+                    has_success = True
+                    successes += np.where(finished, np.asarray(info["episode_success"], np.float64), 0.0)
+                done |= finished
+                if finished.any() and not done.all():
+                    # The others go on; an ended environment must not be stepped again, so it restarts
+                    # (its steps are ignored until the next evaluation episode resets it with its seed).
+                    obs, info = self.eval_envs.reset(options={"reset_mask": finished.copy()})
+                    if proprio is not None:
+                        proprio = _merge(finished, self._proprio(info), proprio)
         frame = self.step * cfg.action_repeat
         returns = totals / cfg.num_eval_episodes
         for i, seed in enumerate(cfg.seeds):
-            logger.log_eval({"seed": seed, "step": self.step, "frame": frame, "episode_reward": returns[i],
-                             "episode_length": lengths[i] / cfg.num_eval_episodes,
-                             "wall_time": time.time() - self.start_time})
+            row = {"seed": seed, "step": self.step, "frame": frame, "episode_reward": returns[i],
+                   "episode_length": lengths[i] / cfg.num_eval_episodes}
+            if has_success:
+                row["success_rate"] = successes[i] / cfg.num_eval_episodes
+            logger.log_eval({**row, "wall_time": time.time() - self.start_time})
             if frames[i]:
                 write_mp4(os.path.join(self.run_dir, "videos", f"frame{frame:09d}_seed{seed}.mp4"), frames[i])
         self.eval_count += 1
@@ -240,7 +322,7 @@ class OffPolicyTrainer:
                        desc=f"{cfg.task} x{n} seed{'s' if n > 1 else ''}")
 
         need_reset = np.ones(n, bool)
-        obs = None
+        obs = proprio = None
         ep_reward, ep_length = np.zeros(n), np.zeros(n, np.int64)
         totals, num_updates = None, 0
         self.start_time = episode_start = time.time()
@@ -252,11 +334,13 @@ class OffPolicyTrainer:
                         self.save()
                         next_ckpt += ckpt_every
                     ep_seeds = [episode_seed(s, TRAIN_EPISODE, int(e)) for s, e in zip(cfg.seeds, self.episode)]
-                    new_obs, _ = self.train_envs.reset(seed=ep_seeds, options={"reset_mask": need_reset})
-                    obs = new_obs if obs is None else np.where(
-                        need_reset.reshape((n,) + (1,) * (new_obs.ndim - 1)), new_obs, obs)
+                    new_obs, info = self.train_envs.reset(seed=ep_seeds, options={"reset_mask": need_reset.copy()})
+                    obs, proprio = _merge(need_reset, new_obs, obs), self._merged_proprio(need_reset, info, proprio)
                     for i in np.flatnonzero(need_reset):
-                        self.replays[i].add_first(newest_frame(obs[i], cfg.obs_type))
+                        self.replays[i].add_first(newest_frame(obs[i], cfg.obs_type),
+                                                  proprio=None if proprio is None else proprio[i])
+                    if self.double_reset:
+                        obs, proprio = self._second_reset(need_reset & (self.episode > 0), obs, proprio)
                     need_reset[:] = False
 
                 if self.step % eval_every == 0:
@@ -264,7 +348,7 @@ class OffPolicyTrainer:
                     if bar is not None:
                         bar.set_postfix(eval_return=f"{self.last_eval:.1f}", refresh=False)
 
-                action = np.asarray(self.act(obs, eval_mode=False))
+                action = np.asarray(self.act(obs, eval_mode=False, proprio=proprio))
                 if overlap:  # the subprocesses simulate while the update runs
                     self.train_envs.step_async(action)
                 if self.step >= seed_steps and self.step % cfg.update_every_steps == 0:
@@ -276,9 +360,11 @@ class OffPolicyTrainer:
                     obs, reward, terminated, truncated, info = self.train_envs.step(action)
                 discount = np.asarray(info.get("discount", 1.0 - terminated.astype(np.float64)))
                 discount = np.broadcast_to(discount, (n,))
+                proprio = self._proprio(info)
                 for i in range(n):
                     self.replays[i].add(newest_frame(obs[i], cfg.obs_type), action[i], reward[i],
-                                        discount[i], bool(terminated[i]), bool(truncated[i]))
+                                        discount[i], bool(terminated[i]), bool(truncated[i]),
+                                        proprio=None if proprio is None else proprio[i])
                 ep_reward += reward
                 ep_length += 1
                 self.step += 1
@@ -293,12 +379,15 @@ class OffPolicyTrainer:
                     if totals is not None and num_updates:
                         means = jax.tree.map(lambda x: np.asarray(x) / num_updates, totals)
                         totals, num_updates = jax.tree.map(jnp.zeros_like, totals), 0
+                        check_finite(means, cfg.seeds, self.step, self.checkpointer.latest_step())
                     for i in np.flatnonzero(need_reset):
                         self.episode[i] += 1
                         row = {"seed": cfg.seeds[i], "step": self.step, "frame": self.step * cfg.action_repeat,
                                "episode": int(self.episode[i]), "episode_reward": ep_reward[i],
                                "episode_length": int(ep_length[i]), "fps": fps,
                                "buffer_size": len(self.replays[i])}
+                        if "episode_success" in info:  # the official metric of the episode that ended
+                            row["episode_success"] = float(info["episode_success"][i])
                         row.update({k: float(v[i]) for k, v in means.items()})
                         logger.log_train(row)
                     ep_reward[need_reset], ep_length[need_reset] = 0.0, 0
@@ -310,6 +399,26 @@ class OffPolicyTrainer:
                 bar.close()
             logger.close()
         return {"step": self.step, "last_eval": self.last_eval}
+
+    def _merged_proprio(self, mask: np.ndarray, info: dict, old: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """After a masked reset: the reset environments' info["proprio"], the others' `old` value."""
+        new = self._proprio(info)
+        return None if new is None else _merge(mask, new, old)
+
+    def _second_reset(self, mask: np.ndarray, obs: np.ndarray, proprio):
+        """DrM's Meta-World double reset (spec §2.7): the environments in `mask`, just reset, are reset
+        again (no seed: the goal comes from the generator the first reset seeded, so it is reproducible);
+        the replay stores it as a step with a zero action, reward 0 and discount 1 whose frame restarts
+        the stack, as the official replay stores its second reset time step. Returns (obs, proprio)."""
+        if not mask.any():
+            return obs, proprio
+        new_obs, info = self.train_envs.reset(options={"reset_mask": mask.copy()})
+        obs, proprio = _merge(mask, new_obs, obs), self._merged_proprio(mask, info, proprio)
+        zero_action = np.zeros(self.replays[0].action_shape, np.float32)
+        for i in np.flatnonzero(mask):
+            self.replays[i].add(newest_frame(obs[i], self.cfg.obs_type), zero_action, 0.0, 1.0, False, False,
+                                proprio=None if proprio is None else proprio[i], restart_stack=True)
+        return obs, proprio
 
     def close(self) -> None:
         for env in (self.train_envs, self.eval_envs):

@@ -5,12 +5,18 @@ A ring buffer of `capacity` ENTRIES, filled in time order. Entry t holds
     stacks are rebuilt when sampling, which stores ~1/frame_stack of the bytes; spec §1.2, §5 #7, #25),
   * a_t, r_t, d_t: the action, reward and env discount of the step that produced o_t
     (zeros for the entry written by `add_first`, which starts an episode),
-  * is_first / is_last (terminated or truncated) and the entry's position within its episode.
+  * is_first / is_last (terminated or truncated), the entry's position within its episode, and its
+    position within its frame stack (equal to the episode position unless a frame restarted the
+    stack mid-episode, see `add(restart_stack=True)`),
+  * optionally a proprioceptive vector p_t (`proprio_shape`, float32; Adroit's 24 hand joints),
+    returned as batch["proprio"] (p at obs) and batch["next_proprio"] (p at next_obs).
 
 Observation i (S = frame_stack) is the concatenation on the LAST axis of frames i-S+1, ..., i, oldest
-first; frames from before the episode's first entry are replaced by that first frame (the reset frame
-repeated, as the env's frame stack does). With S = 1 it is the frame itself (state vectors:
-frame_shape=(obs_dim,), float32).
+first. Frames from before the first frame of its stack (the episode's first entry, or the last entry
+added with restart_stack=True) are padded according to `pad_first_frame`:
+  * "repeat" (default): that first frame repeated, as DMC's frame stack does (DrQ-v2);
+  * "zeros": zero frames, as DrM's Meta-World frame stack does at reset (spec §2.6).
+With S = 1 it is the frame itself (state vectors: frame_shape=(obs_dim,), float32).
 
 A transition starting at entry i (DrQ-v2's n-step tuple, spec §1.2, with window length m = nstep):
   obs      = observation i
@@ -48,22 +54,28 @@ import numpy as np
 import psutil
 
 NSTEP_AT_EPISODE_END_MODES = ("exclude", "truncate")
+PAD_FIRST_FRAME_MODES = ("repeat", "zeros")
 
 _GIB = 1024**3
 # Keys of state_dict that hold the buffer's configuration (checked on load, never overwritten).
 _CONFIG_KEYS = ("capacity", "frame_stack", "nstep", "nstep_at_episode_end", "discount")
 
 
-def _array_specs(capacity: int, frame_shape: tuple, frame_dtype, action_shape: tuple) -> dict:
+def _array_specs(capacity: int, frame_shape: tuple, frame_dtype, action_shape: tuple,
+                 proprio_shape: tuple | None = None) -> dict:
     """Name -> (shape, dtype) of every per-entry array; used both to allocate and to size the buffer."""
+    proprio = {} if proprio_shape is None else {"proprio": ((capacity, *proprio_shape), np.dtype(np.float32))}
     return {
         "frames": ((capacity, *frame_shape), np.dtype(frame_dtype)),
+        **proprio,
         "actions": ((capacity, *action_shape), np.dtype(np.float32)),
         "rewards": ((capacity,), np.dtype(np.float32)),
         "env_discounts": ((capacity,), np.dtype(np.float32)),
         "is_first": ((capacity,), np.dtype(np.bool_)),
         "is_last": ((capacity,), np.dtype(np.bool_)),
         "episode_pos": ((capacity,), np.dtype(np.int64)),
+        # Entries since the first frame of this entry's frame stack (how far back its stack may read).
+        "stack_pos": ((capacity,), np.dtype(np.int64)),
         # Number of steps in the n-step window of each valid start (< nstep only in "truncate" mode).
         "window_len": ((capacity,), np.dtype(np.int32)),
         # valid_slots[:num_valid] lists the valid starts; slot_to_dense is its inverse (-1: not valid).
@@ -93,7 +105,8 @@ class FrameReplay:
 
     def __init__(self, capacity: int, frame_shape: tuple, frame_dtype, action_shape: tuple, *,
                  frame_stack: int, nstep: int, discount: float,
-                 nstep_at_episode_end: str = "exclude", check_memory: bool = True):
+                 nstep_at_episode_end: str = "exclude", pad_first_frame: str = "repeat",
+                 proprio_shape: tuple | None = None, check_memory: bool = True):
         self.capacity = _positive_int("capacity", capacity)
         self.frame_stack = _positive_int("frame_stack", frame_stack)
         self.nstep = _positive_int("nstep", nstep)
@@ -108,11 +121,15 @@ class FrameReplay:
             raise ValueError(f"nstep_at_episode_end must be one of {NSTEP_AT_EPISODE_END_MODES}, "
                              f"got {nstep_at_episode_end!r}")
         self.nstep_at_episode_end = nstep_at_episode_end
+        if pad_first_frame not in PAD_FIRST_FRAME_MODES:
+            raise ValueError(f"pad_first_frame must be one of {PAD_FIRST_FRAME_MODES}, got {pad_first_frame!r}")
+        self.pad_first_frame = pad_first_frame
+        self.proprio_shape = None if proprio_shape is None else _shape_tuple("proprio_shape", proprio_shape,
+                                                                             min_ndim=1)
 
         if check_memory:
             self._check_memory()
-        for name, (shape, dtype) in _array_specs(self.capacity, self.frame_shape, self.frame_dtype,
-                                                 self.action_shape).items():
+        for name, (shape, dtype) in self._specs(self.capacity).items():
             setattr(self, "_" + name, np.zeros(shape, dtype))  # zeros: pages are committed lazily
         self._slot_to_dense.fill(-1)
         self._num_valid = 0
@@ -122,16 +139,22 @@ class FrameReplay:
     # ----------------------------------------------------------------------------------------- sizing
 
     @staticmethod
-    def memory_bytes(capacity: int, frame_shape: tuple, frame_dtype, action_shape: tuple) -> int:
+    def memory_bytes(capacity: int, frame_shape: tuple, frame_dtype, action_shape: tuple,
+                     proprio_shape: tuple | None = None) -> int:
         """Bytes of host memory a buffer of `capacity` entries allocates."""
-        specs = _array_specs(int(capacity), tuple(frame_shape), frame_dtype, tuple(action_shape))
+        specs = _array_specs(int(capacity), tuple(frame_shape), frame_dtype, tuple(action_shape),
+                             None if proprio_shape is None else tuple(proprio_shape))
         return sum(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for shape, dtype in specs.values())
 
+    def _specs(self, capacity: int) -> dict:
+        return _array_specs(capacity, self.frame_shape, self.frame_dtype, self.action_shape, self.proprio_shape)
+
     def _check_memory(self) -> None:
-        needed = self.memory_bytes(self.capacity, self.frame_shape, self.frame_dtype, self.action_shape)
+        sizes = (self.frame_shape, self.frame_dtype, self.action_shape, self.proprio_shape)
+        needed = self.memory_bytes(self.capacity, *sizes)
         available = psutil.virtual_memory().available
         if needed > available:
-            per_entry = self.memory_bytes(1, self.frame_shape, self.frame_dtype, self.action_shape)
+            per_entry = self.memory_bytes(1, *sizes)
             raise MemoryError(
                 f"replay capacity {self.capacity} of {self.frame_shape} {self.frame_dtype} frames needs "
                 f"{needed / _GIB:.2f} GiB but only {available / _GIB:.2f} GiB of memory is available; "
@@ -148,25 +171,34 @@ class FrameReplay:
 
     # ---------------------------------------------------------------------------------------- writing
 
-    def add_first(self, frame) -> None:
-        """Starts an episode with the newest frame of the reset observation."""
-        frame = self._checked_frame(frame)
-        self._write_entry(frame, 0.0, 0.0, 0.0, is_first=True, is_last=False, episode_pos=0)
+    def add_first(self, frame, proprio=None) -> None:
+        """Starts an episode with the newest frame of the reset observation (and its proprio vector,
+        required exactly when the buffer has a proprio_shape)."""
+        frame, proprio = self._checked_frame(frame), self._checked_proprio(proprio)
+        self._write_entry(frame, proprio, 0.0, 0.0, 0.0, is_first=True, is_last=False, episode_pos=0, stack_pos=0)
         self._episode_open = True
 
-    def add(self, frame, action, reward, env_discount, terminated: bool, truncated: bool) -> None:
-        """Appends the step that produced `frame` (the newest frame of the next observation)."""
+    def add(self, frame, action, reward, env_discount, terminated: bool, truncated: bool, *,
+            proprio=None, restart_stack: bool = False) -> None:
+        """Appends the step that produced `frame` (the newest frame of the next observation).
+
+        restart_stack: `frame` comes from an environment reset inside this episode, so its
+        observation's stack starts afresh (earlier frames are padded, not read). DrM's Meta-World
+        trainer stores such an entry: its second reset at every episode end (`mw_double_reset`).
+        """
         if not self._episode_open:
             raise RuntimeError("add() needs an open episode: call add_first() with the reset frame first "
                                "(and again after every step with terminated or truncated)")
-        frame = self._checked_frame(frame)
+        frame, proprio = self._checked_frame(frame), self._checked_proprio(proprio)
         action = np.asarray(action, np.float32)
         if action.shape != self.action_shape:
             raise ValueError(f"action must have shape {self.action_shape}, got {action.shape}")
         is_last = bool(terminated) or bool(truncated)
-        pos = int(self._episode_pos[(self._total_added - 1) % self.capacity]) + 1
-        self._write_entry(frame, action, float(reward), float(env_discount),
-                          is_first=False, is_last=is_last, episode_pos=pos)
+        previous = (self._total_added - 1) % self.capacity
+        pos = int(self._episode_pos[previous]) + 1
+        stack_pos = 0 if restart_stack else int(self._stack_pos[previous]) + 1
+        self._write_entry(frame, proprio, action, float(reward), float(env_discount),
+                          is_first=False, is_last=is_last, episode_pos=pos, stack_pos=stack_pos)
         newest = self._total_added - 1
         # The start nstep entries back now has its whole window written.
         if pos >= self.nstep:
@@ -189,25 +221,42 @@ class FrameReplay:
                                  f"without changing its values")
         return frame
 
-    def _write_entry(self, frame, action, reward, env_discount, *, is_first, is_last, episode_pos) -> None:
+    def _checked_proprio(self, proprio):
+        if self.proprio_shape is None:
+            if proprio is not None:
+                raise ValueError("this buffer stores no proprio vector (proprio_shape=None), but one was given")
+            return None
+        if proprio is None:
+            raise ValueError(f"this buffer stores a proprio vector of shape {self.proprio_shape} with every "
+                             f"entry; pass proprio=")
+        proprio = np.asarray(proprio, np.float32)
+        if proprio.shape != self.proprio_shape:
+            raise ValueError(f"proprio must have shape {self.proprio_shape}, got {proprio.shape}")
+        return proprio
+
+    def _write_entry(self, frame, proprio, action, reward, env_discount, *, is_first, is_last, episode_pos,
+                     stack_pos) -> None:
         written = self._total_added
         if written >= self.capacity:
             self._evict(written - self.capacity)
         slot = written % self.capacity
         self._frames[slot] = frame
+        if proprio is not None:
+            self._proprio[slot] = proprio
         self._actions[slot] = action
         self._rewards[slot] = reward
         self._env_discounts[slot] = env_discount
         self._is_first[slot] = is_first
         self._is_last[slot] = is_last
         self._episode_pos[slot] = episode_pos
+        self._stack_pos[slot] = stack_pos
         self._total_added = written + 1
 
     # ------------------------------------------------------------------------ valid-start bookkeeping
 
     def _oldest_entry_read(self, start: int) -> int:
         """Oldest entry a start reads: the first frame of its stack (next_obs's stack is never older)."""
-        pos = int(self._episode_pos[start % self.capacity])
+        pos = int(self._stack_pos[start % self.capacity])
         return start - min(self.frame_stack - 1, pos)
 
     def _validate_start(self, start: int, window: int) -> None:
@@ -233,12 +282,12 @@ class FrameReplay:
     def _evict(self, entry: int) -> None:
         """Drops the starts that read `entry`, which is about to be overwritten.
 
-        Start entry+k (k < frame_stack) reads it iff its stack reaches back k frames inside its
-        episode, i.e. its episode position is >= k. Older starts were dropped on earlier evictions.
+        Start entry+k (k < frame_stack) reads it iff its stack reaches back k frames, i.e. its
+        stack position is >= k. Older starts were dropped on earlier evictions.
         """
         for k in range(min(self.frame_stack, self.capacity)):
             slot = (entry + k) % self.capacity
-            if k == 0 or self._episode_pos[slot] >= k:
+            if k == 0 or self._stack_pos[slot] >= k:
                 self._invalidate_slot(slot)
 
     # --------------------------------------------------------------------------------------- sampling
@@ -269,32 +318,50 @@ class FrameReplay:
             discount = np.where(inside, discount * self.discount * self._env_discounts[step], discount)
 
         observations = self._stacked_observations if stacked else self._frame_sequences
-        return {
+        next_slots = (starts + window) % self.capacity
+        batch = {
             "obs": observations(starts),
             "action": self._actions[(starts + 1) % self.capacity],
             "reward": reward.astype(np.float32),
             "discount": discount.astype(np.float32),
-            "next_obs": observations((starts + window) % self.capacity),
+            "next_obs": observations(next_slots),
         }
+        if self.proprio_shape is not None:
+            batch["proprio"] = self._proprio[starts]
+            batch["next_proprio"] = self._proprio[next_slots]
+        return batch
 
-    def _frame_slots(self, slots: np.ndarray) -> np.ndarray:
-        """(batch, frame_stack) slots of each observation's frames, oldest first, clamped to the
-        episode's first frame."""
-        back = np.arange(self.frame_stack - 1, -1, -1)
-        back = np.minimum(back[None, :], self._episode_pos[slots][:, None])
-        return (slots[:, None] - back) % self.capacity
+    def _frame_slots(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(batch, frame_stack) slots of each observation's frames, oldest first, clamped to the first
+        frame of its stack; and where zero padding applies, the mask of the frames that are padding
+        (None when nothing is zeroed)."""
+        wanted = np.arange(self.frame_stack - 1, -1, -1)[None, :]
+        available = self._stack_pos[slots][:, None]
+        back = np.minimum(wanted, available)
+        padding = None
+        if self.pad_first_frame == "zeros":
+            padding = wanted > available
+            if not padding.any():
+                padding = None
+        return (slots[:, None] - back) % self.capacity, padding
 
     def _frame_sequences(self, slots: np.ndarray) -> np.ndarray:
-        return np.take(self._frames, self._frame_slots(slots), axis=0)
+        frame_slots, padding = self._frame_slots(slots)
+        frames = np.take(self._frames, frame_slots, axis=0)
+        if padding is not None:
+            frames[padding] = 0
+        return frames
 
     def _stacked_observations(self, slots: np.ndarray) -> np.ndarray:
         if self.frame_stack == 1:
             return self._frames[slots]
         channels = self.frame_shape[-1]
         out = np.empty((len(slots), *self.frame_shape[:-1], self.frame_stack * channels), self.frame_dtype)
-        frame_slots = self._frame_slots(slots)
+        frame_slots, padding = self._frame_slots(slots)
         for k in range(self.frame_stack):  # oldest frame first
             frames = np.take(self._frames, frame_slots[:, k], axis=0)
+            if padding is not None:
+                frames[padding[:, k]] = 0
             if channels <= 4:
                 # Few channels (RGB): one strided copy per channel is ~4x faster than copying
                 # 3-element slices, whose inner loop is too short.
@@ -309,8 +376,7 @@ class FrameReplay:
     def state_dict(self) -> dict:
         """Numpy arrays and python ints. The arrays are the live buffer (not copies, which would double
         the memory of a full pixel replay): save them before the next add."""
-        state = {name: getattr(self, "_" + name) for name in
-                 _array_specs(1, self.frame_shape, self.frame_dtype, self.action_shape)}
+        state = {name: getattr(self, "_" + name) for name in self._specs(1)}
         state.update(
             num_valid=self._num_valid,
             total_added=self._total_added,
@@ -324,7 +390,13 @@ class FrameReplay:
         return state
 
     def load_state_dict(self, d: dict) -> None:
-        """Restores a state_dict of a buffer built with the same arguments (copied into this buffer)."""
+        """Restores a state_dict of a buffer built with the same arguments (copied into this buffer).
+
+        A state saved before stack positions existed (no "stack_pos") is read with stack positions
+        equal to episode positions, which is what they were then.
+        """
+        if "stack_pos" not in d and "episode_pos" in d:
+            d = {**d, "stack_pos": d["episode_pos"]}
         expected = self.state_dict()
         missing = sorted(set(expected) - set(d))
         if missing:
@@ -336,7 +408,7 @@ class FrameReplay:
                     saved, here = NSTEP_AT_EPISODE_END_MODES[saved], self.nstep_at_episode_end  # show names
                 raise ValueError(f"replay state was saved with {key}={saved!r}, but this buffer has "
                                  f"{key}={here!r}")
-        specs = _array_specs(self.capacity, self.frame_shape, self.frame_dtype, self.action_shape)
+        specs = self._specs(self.capacity)
         for name, (shape, dtype) in specs.items():  # check everything before overwriting anything
             value = np.asarray(d[name])
             if value.shape != shape or not np.can_cast(value.dtype, dtype, "same_kind"):

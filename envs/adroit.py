@@ -240,6 +240,7 @@ class AdroitEnv(gym.Env):
         self.frame_stack = int(frame_stack) if obs_type == "pixels" else 1  # states are not stacked
         self.image_size = int(image_size)
         self.flip_vertical = bool(flip_vertical)
+        self.stack_padding = "repeat"  # the first frame fills the stack at reset (read by the training loop)
         self.camera = spec.camera
         self.reward_scale = spec.reward_scale
         self.episode_frames = spec.episode_frames

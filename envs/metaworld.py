@@ -145,6 +145,8 @@ class MetaWorldEnv(gym.Env):
         self.image_size = int(image_size)
         self.max_episode_steps = int(max_episode_steps)
         self.zero_fill_stack = bool(zero_fill_stack)
+        # How the stack is filled at reset; the training loop's replay rebuilds stacks the same way.
+        self.stack_padding = "zeros" if self.zero_fill_stack else "repeat"
         self.flip_vertical = bool(flip_vertical)
         self.render_mode = "rgb_array"
 

@@ -445,6 +445,8 @@ def test_metaworld_and_adroit_configs():
         mw = drm.config_for_task(name)
         assert (mw.max_perturb_factor, mw.target_lambda, mw.constant_lambda, mw.expectile) == (0.95, 0.5, True, 0.9)
         assert (mw.nstep, mw.discount, mw.num_train_frames, mw.awaken_guard) == (10, 0.97, 2_100_000, False)
+        assert (mw.critic_hidden_dropout, mw.critic_hidden_layer_norm, mw.critic_target_dropout, mw.proprio_dim) == \
+            (0.01, True, True, 0)
     assert drm.task_domain("hammer") == ("adroit", "hammer")
     assert drm.task_domain("hammer-v3") == ("metaworld", "hammer")
     for name in ("door", "adroit_pen", "AdroitHandHammer-v1"):
@@ -452,6 +454,9 @@ def test_metaworld_and_adroit_configs():
         assert (adroit.frame_stack, adroit.expectile, adroit.max_perturb_factor, adroit.target_lambda) == \
             (1, 0.7, 0.9, 0.6)
         assert adroit.num_train_frames == 6_100_000 and not adroit.constant_lambda
+        assert (adroit.proprio_dim, adroit.critic_hidden_dropout, adroit.critic_hidden_layer_norm) == (24, 0.0, False)
+    dmc = drm.config_for_task("cheetah_run")
+    assert (dmc.proprio_dim, dmc.critic_hidden_dropout, dmc.critic_hidden_layer_norm) == (0, 0.0, False)
 
 
 def test_task_without_official_values_needs_them():
@@ -471,6 +476,7 @@ def test_task_without_official_values_needs_them():
     ("dormant_perturb_interval", 3), ("stddev_type", "max"), ("perturb_target", "none"),
     ("dormant_activation", "relu"), ("dormant_network", "critic"), ("max_perturb_factor", 0.1),
     ("max_perturb_factor", "0.6"), ("expectile", 1.0), ("target_lambda", 2.0),
+    ("critic_hidden_dropout", 1.0), ("critic_hidden_dropout", -0.01), ("proprio_dim", -1),
 ])
 def test_bad_values_are_clear_errors(field, value):
     with pytest.raises(ValueError, match=field):

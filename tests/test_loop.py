@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import gymnasium as gym
 import jax
 import numpy as np
 import pytest
@@ -157,3 +158,129 @@ def test_pixels_end_to_end(tmp_path):
     fresh = drqv2.create(jax.random.split(jax.random.PRNGKey(0))[0], (32, 32, 9), 1, agent_config)
     moved = jax.tree.map(lambda a, b: float(np.abs(a[0] - b).max()), params, jax.device_get(fresh.encoder_params))
     assert max(jax.tree.leaves(moved)) > 0  # the critic's gradients reached the conv encoder
+
+
+# ---------------------------------------------------------------- what the environment says: success, padding, resets
+
+
+class FakeSuccessEnv(gym.Env):
+    """Pixels with known content: the first (seeded) reset shows frame value 1, an unseeded reset 2,
+    step t of the episode 10 + t; episodes are 5 steps (truncated); the stack is zero-filled at reset
+    (`stack_padding = "zeros"`, as Meta-World's); info["episode_success"] turns 1 at step 3 of the
+    episodes whose reset seed is divisible by 3. Registered as a Meta-World task by `fake_metaworld`."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+    EPISODE_STEPS, SUCCESS_STEP = 5, 3
+    stack_padding = "zeros"
+
+    def __init__(self, task, *, obs_type="pixels", seed=0, action_repeat=1, frame_stack=3, image_size=16):
+        self.frame_stack, self.image_size, self.seed_ = frame_stack, image_size, seed
+        self.observation_space = gym.spaces.Box(0, 255, (image_size, image_size, 3 * frame_stack), np.uint8)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.max_episode_steps = self.EPISODE_STEPS
+
+    def _frame(self, value):
+        return np.full((self.image_size, self.image_size, 3), value, np.uint8)
+
+    def _obs(self):
+        return np.concatenate(self.frames, axis=-1)
+
+    def reset(self, *, seed=None, options=None):
+        seeded = seed is not None
+        if seeded:
+            self.seed_ = seed
+        self.t = 0
+        self.frames = [self._frame(0)] * (self.frame_stack - 1) + [self._frame(1 if seeded else 2)]
+        return self._obs(), {}
+
+    @staticmethod
+    def succeeds(seed):
+        return seed % 3 == 0
+
+    def step(self, action):
+        self.t += 1
+        self.frames = self.frames[1:] + [self._frame(10 + self.t)]
+        success = self.succeeds(self.seed_) and self.t >= self.SUCCESS_STEP
+        info = {"discount": 1.0, "episode_success": float(success)}
+        return self._obs(), 1.0, False, self.t >= self.EPISODE_STEPS, info
+
+    def render(self, size=None):
+        return self._frame(0)
+
+
+@pytest.fixture
+def fake_metaworld(monkeypatch):
+    import envs
+
+    monkeypatch.setitem(envs.SUITES, "metaworld", envs.Suite(tasks=("mw_fake",), make=FakeSuccessEnv,
+                                                             domain_of=lambda task: "metaworld"))
+    return "mw_fake"
+
+
+def fake_loop(task, frames, **kw):
+    return tiny_loop([0], frames=frames, task=task, obs_type="pixels", image_size=16, action_repeat=1,
+                     num_seed_frames=12, replay_capacity=200, nstep=1, eval_every_frames=20, num_eval_episodes=4,
+                     checkpoint_every_frames=1000, **kw)
+
+
+FAKE_AGENT = dict(obs_type="pixels", image_size=16, hidden_dim=16, feature_dim=4, batch_size=4, num_expl_steps=10)
+
+
+def run_fake(run_dir, loop):
+    trainer = OffPolicyTrainer(drqv2, drqv2.config_for_task("cartpole_swingup", **FAKE_AGENT), loop, str(run_dir))
+    try:
+        trainer.train()
+        return trainer.replays[0]
+    finally:
+        trainer.close()
+
+
+def test_success_columns_double_reset_and_zero_padding(tmp_path, fake_metaworld):
+    from core.offpolicy import EVAL_EPISODE, TRAIN_EPISODE, episode_seed
+
+    replay = run_fake(tmp_path, fake_loop(fake_metaworld, frames=40))
+    # metrics.csv: one row per 5-step training episode, its success from its (derived) reset seed.
+    train_rows = read_csv(tmp_path / "metrics.csv")
+    assert len(train_rows) == 8
+    expected = [float(FakeSuccessEnv.succeeds(episode_seed(0, TRAIN_EPISODE, e))) for e in range(8)]
+    assert [float(r["episode_success"]) for r in train_rows] == expected and 0 < sum(expected) < 8
+    # eval.csv: the fraction of the 4 evaluation episodes that succeeded, at frames 0 and 20.
+    eval_rows = read_csv(tmp_path / "eval.csv")
+    assert [int(r["frame"]) for r in eval_rows] == [0, 20]
+    for count, row in enumerate(eval_rows):
+        seeds = [episode_seed(0, EVAL_EPISODE, count * 4 + ep) for ep in range(4)]
+        assert float(row["success_rate"]) == pytest.approx(np.mean([FakeSuccessEnv.succeeds(s) for s in seeds]))
+
+    # Replay: episode 0 starts with one reset, every later one with two: the second (frame 2) is stored
+    # as a zero-action, reward-0 step whose stack restarts (zero padding, not the first reset's frame).
+    values = replay.state_dict()["frames"][:len(replay), 0, 0, 0].tolist()
+    assert values == [1, 11, 12, 13, 14, 15] + [1, 2, 11, 12, 13, 14, 15] * 7
+    second_resets = [i for i, v in enumerate(values) if v == 2]
+    assert np.all(replay.state_dict()["actions"][second_resets] == 0)
+    assert np.all(replay.state_dict()["rewards"][second_resets] == 0)
+    batch = replay.sample(np.random.default_rng(0), 2000)
+    pairs = {(tuple(o[0, 0, ::3]), tuple(n[0, 0, ::3])) for o, n in zip(batch["obs"], batch["next_obs"])}
+    assert ((0, 0, 1), (0, 0, 2)) in pairs  # the spurious transition of the double reset
+    assert ((0, 0, 2), (0, 2, 11)) in pairs  # the second reset's stack: zeros, not frame 1
+    assert ((0, 0, 1), (0, 1, 11)) in pairs  # episode 0: one reset
+    assert not any(1 in o and 2 in o for o, _ in pairs)
+
+
+def test_double_reset_can_be_turned_off(tmp_path, fake_metaworld):
+    replay = run_fake(tmp_path, fake_loop(fake_metaworld, frames=20, mw_double_reset=False))
+    values = replay.state_dict()["frames"][:len(replay), 0, 0, 0].tolist()
+    assert values == [1, 11, 12, 13, 14, 15] * 4
+
+
+def test_dmc_logs_no_success_columns(tmp_path):
+    train(tmp_path, tiny_loop([0], frames=1000))
+    assert "episode_success" not in read_csv(tmp_path / "metrics.csv")[0]
+    assert "success_rate" not in read_csv(tmp_path / "eval.csv")[0]
+
+
+def test_nan_in_a_loss_stops_with_a_clear_error():
+    from core.offpolicy import check_finite
+
+    check_finite({"critic_loss": np.array([0.5, 1.0])}, (0, 1), 500, None)
+    with pytest.raises(FloatingPointError, match=r"critic_loss is nan for seed\(s\) \[1\].*step 250.*intact"):
+        check_finite({"actor_loss": np.array([1.0, 2.0]), "critic_loss": np.array([0.5, np.nan])}, (0, 1), 500, 250)

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from data.replay import FrameReplay
+from data.replay import FrameReplay, merge_frames
 
 GAMMA = 0.9
 ACTION_SHAPE = (2,)
@@ -25,9 +25,16 @@ def make_frame(kind: str, episode: int, pos: int) -> np.ndarray:
     return np.array([episode, pos, 0.5, -1.0, 2.0, 3.0], np.float32)
 
 
-def make_stream(seed: int, num_episodes: int, kind: str) -> list[dict]:
+def make_proprio(episode: int, pos: int) -> np.ndarray:
+    return np.array([episode, pos, -pos], np.float32)
+
+
+def make_stream(seed: int, num_episodes: int, kind: str, double_reset: bool = False) -> list[dict]:
     """Entries in time order: episodes of 1..12 steps ending by termination or truncation; an episode
-    is sometimes abandoned (a new one starts without is_last); the last one may be unfinished."""
+    is sometimes abandoned (a new one starts without is_last); the last one may be unfinished.
+
+    double_reset: most episodes get a second reset entry right after the first (zero action, reward 0,
+    discount 1, restarting the frame stack), as DrM's Meta-World trainer stores them."""
     rng = np.random.default_rng(seed)
     entries = []
     for episode in range(num_episodes):
@@ -37,39 +44,59 @@ def make_stream(seed: int, num_episodes: int, kind: str) -> list[dict]:
             ending = "unfinished"
         entries.append(dict(episode=episode, pos=0, frame=make_frame(kind, episode, 0),
                             action=np.zeros(ACTION_SHAPE, np.float32), reward=np.float32(0),
-                            env_discount=np.float32(0), terminated=False, truncated=False))
+                            env_discount=np.float32(0), terminated=False, truncated=False, restart=False,
+                            proprio=make_proprio(episode, 0)))
+        second_reset = double_reset and rng.uniform() < 0.7
         for pos in range(1, length + 1):
             last = pos == length
             terminated = bool(last and ending == "terminated")
+            restart = second_reset and pos == 1
             entries.append(dict(episode=episode, pos=pos, frame=make_frame(kind, episode, pos),
-                                action=rng.uniform(-1, 1, ACTION_SHAPE).astype(np.float32),
-                                reward=np.float32(rng.uniform(-1, 1)),
+                                action=np.zeros(ACTION_SHAPE, np.float32) if restart
+                                else rng.uniform(-1, 1, ACTION_SHAPE).astype(np.float32),
+                                reward=np.float32(0.0 if restart else rng.uniform(-1, 1)),
                                 env_discount=np.float32(0.0 if terminated else 1.0),
-                                terminated=terminated, truncated=bool(last and ending == "truncated")))
+                                terminated=terminated, truncated=bool(last and ending == "truncated"),
+                                restart=restart, proprio=make_proprio(episode, pos)))
     return entries
 
 
 def feed(replay: FrameReplay, entry: dict) -> None:
+    proprio = entry["proprio"] if replay.proprio_shape is not None else None
     if entry["pos"] == 0:
-        replay.add_first(entry["frame"])
+        replay.add_first(entry["frame"], proprio=proprio)
     else:
         replay.add(entry["frame"], entry["action"], entry["reward"], entry["env_discount"],
-                   entry["terminated"], entry["truncated"])
+                   entry["terminated"], entry["truncated"], proprio=proprio, restart_stack=entry["restart"])
 
 
 # ---------------------------------------------------------------------------------- brute force
 
 def reference_transitions(entries: list[dict], total: int, capacity: int, frame_stack: int, nstep: int,
-                          mode: str) -> dict:
-    """(episode, pos) of each valid start -> its transition, from the first `total` entries."""
+                          mode: str, pad: str = "repeat") -> dict:
+    """(episode, pos) of each valid start -> its transition, from the first `total` entries.
+
+    An observation's stack starts at the latest entry at or before it that is a reset (pos 0, or a
+    restart); the frames before it are that first frame again (pad "repeat") or zeros ("zeros")."""
     oldest_kept = max(0, total - capacity)
 
+    def first_of_stack(g):
+        while entries[g]["pos"] > 0 and not entries[g]["restart"]:
+            g -= 1
+        return g
+
     def stack_entries(g):
-        first_of_episode = g - entries[g]["pos"]
-        return [max(g - back, first_of_episode) for back in range(frame_stack - 1, -1, -1)]
+        """Entries read by observation g's stack, oldest first; None for a zero frame."""
+        first = first_of_stack(g)
+        wanted = [g - back for back in range(frame_stack - 1, -1, -1)]
+        if pad == "zeros":
+            return [h if h >= first else None for h in wanted]
+        return [max(h, first) for h in wanted]
 
     def observation(g):
-        return np.concatenate([entries[h]["frame"] for h in stack_entries(g)], axis=-1)
+        frames = [np.zeros_like(entries[g]["frame"]) if h is None else entries[h]["frame"]
+                  for h in stack_entries(g)]
+        return np.concatenate(frames, axis=-1)
 
     transitions = {}
     for i in range(oldest_kept, total):
@@ -84,7 +111,7 @@ def reference_transitions(entries: list[dict], total: int, capacity: int, frame_
         else:
             continue
         needed = stack_entries(i) + list(range(i + 1, i + window + 1)) + stack_entries(i + window)
-        if min(needed) < oldest_kept:
+        if min(h for h in needed if h is not None) < oldest_kept:
             continue
         reward, discount = 0.0, 1.0
         for j in range(window):
@@ -93,7 +120,8 @@ def reference_transitions(entries: list[dict], total: int, capacity: int, frame_
             discount *= GAMMA * float(step["env_discount"])
         transitions[(episode, entries[i]["pos"])] = dict(
             obs=observation(i), action=entries[i + 1]["action"], reward=reward, discount=discount,
-            next_obs=observation(i + window))
+            next_obs=observation(i + window), proprio=entries[i]["proprio"],
+            next_proprio=entries[i + window]["proprio"])
     return transitions
 
 
@@ -108,7 +136,9 @@ def check_samples(batch: dict, reference: dict, kind: str) -> list:
     keys = newest_frame_keys(batch["obs"], kind)
     invalid = [key for key in keys if key not in reference]
     assert not invalid, f"sampled starts {invalid[:5]} are not valid starts"
-    for field in ("obs", "next_obs", "action", "reward", "discount"):
+    fields = ["obs", "next_obs", "action", "reward", "discount"]
+    fields += [f for f in ("proprio", "next_proprio") if f in batch]
+    for field in fields:
         expected = np.stack([reference[key][field] for key in keys])
         if field in ("reward", "discount"):
             np.testing.assert_allclose(batch[field], expected, rtol=1e-5, atol=1e-6, err_msg=field)
@@ -117,28 +147,34 @@ def check_samples(batch: dict, reference: dict, kind: str) -> list:
     return keys
 
 
-def make_replay(kind, capacity, frame_stack, nstep, mode) -> FrameReplay:
+def make_replay(kind, capacity, frame_stack, nstep, mode, pad="repeat", proprio=False) -> FrameReplay:
     frame_shape, dtype = ((2, 2, 2), np.uint8) if kind == "pixels" else ((6,), np.float32)
     return FrameReplay(capacity, frame_shape, dtype, ACTION_SHAPE, frame_stack=frame_stack, nstep=nstep,
-                       discount=GAMMA, nstep_at_episode_end=mode)
+                       discount=GAMMA, nstep_at_episode_end=mode, pad_first_frame=pad,
+                       proprio_shape=(3,) if proprio else None)
 
 
 # ---------------------------------------------------------------------------------------- tests
 
-def feed_and_check_every_step(kind, mode, nstep, frame_stack, capacity, seed, min_batches_checked=4):
+def feed_and_check_every_step(kind, mode, nstep, frame_stack, capacity, seed, min_batches_checked=4,
+                              pad="repeat", double_reset=False, proprio=False):
     """Feeds a stream, checking after every entry the count of valid starts against the brute force
-    and a sampled batch. Returns the buffer, the last reference and the stream."""
-    entries = make_stream(seed=seed, num_episodes=24, kind=kind)
+    and a sampled batch (stacked and unstacked). Returns the buffer and the last reference."""
+    entries = make_stream(seed=seed, num_episodes=24, kind=kind, double_reset=double_reset)
     assert len(entries) > 2 * capacity  # the ring wraps around more than once
-    replay = make_replay(kind, capacity, frame_stack, nstep, mode)
+    replay = make_replay(kind, capacity, frame_stack, nstep, mode, pad=pad, proprio=proprio)
     rng = np.random.default_rng(0)
     batches_checked = 0
     for total, entry in enumerate(entries, start=1):
         feed(replay, entry)
-        reference = reference_transitions(entries, total, capacity, frame_stack, nstep, mode)
+        reference = reference_transitions(entries, total, capacity, frame_stack, nstep, mode, pad=pad)
         assert len(replay) == min(total, capacity)
         assert replay.num_transitions() == len(reference), f"after {total} entries"
         if reference:
+            if kind == "pixels" and frame_stack > 1:  # the unstacked layout pads the same way
+                separate = replay.sample(np.random.default_rng(total), 8, stacked=False)
+                check_samples({**separate, "obs": merge_frames(separate["obs"]),
+                               "next_obs": merge_frames(separate["next_obs"])}, reference, kind)
             batch = replay.sample(rng, 32)
             assert batch["obs"].dtype == replay.frame_dtype and batch["next_obs"].dtype == replay.frame_dtype
             assert batch["action"].dtype == np.float32 and batch["action"].shape == (32, *ACTION_SHAPE)
@@ -205,6 +241,49 @@ def test_truncate_mode_by_hand():
             assert discount == pytest.approx(expected_discount[start])
             assert next_obs[0] == 2.0
         assert {int(o[0]) for o in batch["obs"]} == {0, 1}
+
+
+@pytest.mark.parametrize("kind", ["pixels", "state"])
+@pytest.mark.parametrize("mode", ["exclude", "truncate"])
+@pytest.mark.parametrize("pad", ["repeat", "zeros"])
+def test_padding_restarted_stacks_and_proprio_match_brute_force(kind, mode, pad):
+    """Zero or repeated padding before the first frame of a stack, stacks restarted by a second reset
+    entry inside an episode (DrM's Meta-World double reset), and the proprio vectors of obs and
+    next_obs, all against the brute force, with wrap-around."""
+    feed_and_check_every_step(kind, mode, nstep=3, frame_stack=3, capacity=45, seed=11, pad=pad,
+                              double_reset=True, proprio=True)
+
+
+def frames_of_pairs(batch):
+    return {(tuple(o.ravel()), tuple(n.ravel())) for o, n in zip(batch["obs"], batch["next_obs"])}
+
+
+def test_frame_stack_zero_padding_by_hand():
+    replay = FrameReplay(10, (1, 1, 1), np.uint8, (1,), frame_stack=3, nstep=1, discount=0.99,
+                         pad_first_frame="zeros")
+    for value in (10, 11, 12):
+        frame = np.full((1, 1, 1), value, np.uint8)
+        replay.add_first(frame) if value == 10 else replay.add(frame, [0.5], 1.0, 1.0, False, False)
+    assert frames_of_pairs(replay.sample(np.random.default_rng(0), 64)) == {
+        ((0, 0, 10), (0, 10, 11)), ((0, 10, 11), (10, 11, 12))}
+
+
+@pytest.mark.parametrize("pad, expected", [
+    ("repeat", {((10, 10, 10), (11, 11, 11)), ((11, 11, 11), (11, 11, 12))}),
+    ("zeros", {((0, 0, 10), (0, 0, 11)), ((0, 0, 11), (0, 11, 12))}),
+])
+def test_restart_stack_by_hand(pad, expected):
+    """add_first(10), a second reset 11 (restart_stack), a step 12: the stack of 11 does not read 10, but
+    10 -> 11 is a transition (DrM's spurious zero-action transition of the double reset)."""
+    replay = FrameReplay(10, (1, 1, 1), np.uint8, (1,), frame_stack=3, nstep=1, discount=0.99,
+                         pad_first_frame=pad)
+    replay.add_first(np.full((1, 1, 1), 10, np.uint8))
+    replay.add(np.full((1, 1, 1), 11, np.uint8), [0.0], 0.0, 1.0, False, False, restart_stack=True)
+    replay.add(np.full((1, 1, 1), 12, np.uint8), [0.5], 1.0, 1.0, False, False)
+    batch = replay.sample(np.random.default_rng(0), 64)
+    assert frames_of_pairs(batch) == expected
+    first = batch["obs"][:, 0, 0, -1] == 10
+    assert first.any() and np.all(batch["action"][first] == 0.0) and np.all(batch["reward"][first] == 0.0)
 
 
 def test_frame_stack_repeats_reset_frame_by_hand():
@@ -279,6 +358,15 @@ def test_bad_arguments():
         FrameReplay(10, (4, 4, 3), np.uint8, (2,), **kwargs, nstep_at_episode_end="bootstrap")
     with pytest.raises(ValueError, match="frame_shape"):
         FrameReplay(10, (), np.uint8, (2,), **kwargs)
+    with pytest.raises(ValueError, match="pad_first_frame must be one of \\('repeat', 'zeros'\\)"):
+        FrameReplay(10, (4, 4, 3), np.uint8, (2,), **kwargs, pad_first_frame="zero")
+    with_proprio = FrameReplay(10, (4, 4, 3), np.uint8, (2,), **kwargs, proprio_shape=(5,))
+    with pytest.raises(ValueError, match="pass proprio="):
+        with_proprio.add_first(np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"proprio must have shape \(5,\)"):
+        with_proprio.add_first(np.zeros((4, 4, 3), np.uint8), proprio=np.zeros(4))
+    with pytest.raises(ValueError, match="stores no proprio"):
+        FrameReplay(10, (4, 4, 3), np.uint8, (2,), **kwargs).add_first(np.zeros((4, 4, 3), np.uint8), proprio=[1.0])
 
     replay = FrameReplay(10, (4, 4, 3), np.uint8, (2,), **kwargs)
     with pytest.raises(RuntimeError, match="add_first"):
