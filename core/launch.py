@@ -30,7 +30,7 @@ ASYNC_ENVS = ("auto", "true", "false")
 
 
 def base_config(agent_config_cls, task: str = "cartpole_swingup") -> config_dict.ConfigDict:
-    """The launcher flags; `agent` holds one unset (placeholder) field per field of the agent's Config."""
+    """The launcher flags; `agent` holds one unset field per field of the agent's Config."""
     c = config_dict.ConfigDict()
     c.task = task
     c.seeds = "0"                      # comma-separated: "0,1,2,3" trains 4 seeds in one process

@@ -42,15 +42,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import deque
 from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 
+from envs.common import OBS_TYPES, FrameStack, MujocoCamera, check_arguments  # noqa: F401
+
 DOMAIN = "adroit"
 INSTALL_HINT = "pip install -e '.[adroit]'  (or: pip install gymnasium-robotics==1.4.2)"
-OBS_TYPES = ("pixels", "states")
 
 # DrM's observation_sensor: the hand's joints, in the order of the qpos slices DrM takes
 # (door qpos[4:-2], hammer qpos[2:-7], pen qpos[:-6]).
@@ -217,17 +217,7 @@ class AdroitEnv(gym.Env):
         flip_vertical: bool = False,
     ) -> None:
         spec = resolve(task)
-        if obs_type not in OBS_TYPES:
-            raise ValueError(
-                f"Unknown obs_type {obs_type!r}. Valid obs_types: {', '.join(OBS_TYPES)}"
-            )
-        for name, value in (
-            ("action_repeat", action_repeat),
-            ("frame_stack", frame_stack),
-            ("image_size", image_size),
-        ):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_arguments(obs_type, action_repeat=action_repeat, frame_stack=frame_stack, image_size=image_size)
         adroit_hand = _import_adroit_hand()
         import mujoco
 
@@ -255,7 +245,7 @@ class AdroitEnv(gym.Env):
         model.cam_pos[camera_id] = spec.camera_pos
         model.cam_quat[camera_id] = spec.camera_quat
         self._camera_id = camera_id
-        self._renderers: dict[int, Any] = {}
+        self._camera = MujocoCamera(mujoco, model, camera_id, self.flip_vertical)
         joint = mujoco.mjtObj.mjOBJ_JOINT
         self._hand_qpos = np.array(
             [model.jnt_qposadr[mujoco.mj_name2id(model, joint, name)] for name in HAND_JOINTS]
@@ -275,7 +265,7 @@ class AdroitEnv(gym.Env):
         self.proprio_space = gym.spaces.Box(-np.inf, np.inf, shape=(len(HAND_JOINTS),), dtype=np.float32)
 
         self._first_episode_seed: int | None = int(seed)
-        self._frames: deque[np.ndarray] = deque(maxlen=self.frame_stack)
+        self._frames = FrameStack(self.frame_stack)
         self._frame_count = 0
         self._goal_frames = 0
         self._needs_reset = True
@@ -296,9 +286,7 @@ class AdroitEnv(gym.Env):
         self._goal_frames = 0
         self._needs_reset = False
         if self.obs_type == "pixels":
-            frame = self.render()
-            for _ in range(self.frame_stack):  # the first frame fills the stack (RRL's wrapper)
-                self._frames.append(frame)
+            self._frames.reset(self.render())  # the first frame fills the stack (RRL's wrapper)
         return self._observation(state), {"proprio": self._proprio()}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -329,7 +317,7 @@ class AdroitEnv(gym.Env):
         self._needs_reset = terminated or truncated
 
         if self.obs_type == "pixels":
-            self._frames.append(self.render())
+            self._frames.push(self.render())
         info = {
             "discount": 0.0 if terminated else 1.0,
             "frames": frames,
@@ -345,19 +333,11 @@ class AdroitEnv(gym.Env):
 
         `size` defaults to `image_size`; it can be at most the model's offscreen buffer (1680).
         """
-        size = self.image_size if size is None else int(size)
-        if size not in self._renderers:
-            self._renderers[size] = self._mujoco.Renderer(self._env.model, height=size, width=size)
-        renderer = self._renderers[size]
-        renderer.update_scene(self._env.data, camera=self._camera_id)
-        frame = renderer.render()
-        return np.ascontiguousarray(frame[::-1]) if self.flip_vertical else frame
+        return self._camera.render(self._env.data, self.image_size if size is None else int(size))
 
     def close(self) -> None:
         """Frees the rendering contexts."""
-        for renderer in self._renderers.values():
-            renderer.close()
-        self._renderers.clear()
+        self._camera.close()
         self._env.close()
 
     # ------------------------------------------------------------------ helpers
@@ -367,5 +347,5 @@ class AdroitEnv(gym.Env):
 
     def _observation(self, state: np.ndarray) -> np.ndarray:
         if self.obs_type == "pixels":
-            return np.concatenate(self._frames, axis=-1)
+            return self._frames.observation()
         return np.asarray(state, dtype=np.float32)

@@ -20,12 +20,13 @@ limit) and `terminated` when it is 0.
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from dm_control import suite
+
+from envs.common import OBS_TYPES, FrameStack, check_arguments  # noqa: F401
 
 # DrQ-v2 names ball_in_cup tasks `cup_*` (e.g. its `cup_catch` config).
 _DOMAIN_ALIASES = {"cup": "ball_in_cup"}
@@ -37,7 +38,6 @@ _EXCLUDED_DOMAINS = {"lqr": "its actions are unbounded (+-1e10) and it has no ti
 # Camera per domain (DrQ-v2): quadruped is filmed from camera 2, everything else from camera 0.
 _DEFAULT_CAMERA = {"quadruped": 2}
 
-OBS_TYPES = ("pixels", "states")
 
 
 def _build_task_table() -> dict[str, tuple[str, str]]:
@@ -97,17 +97,7 @@ class DMCEnv(gym.Env):
         camera_id: int | None = None,
     ) -> None:
         domain, task_name = resolve(task)
-        if obs_type not in OBS_TYPES:
-            raise ValueError(
-                f"Unknown obs_type {obs_type!r}. Valid obs_types: {', '.join(OBS_TYPES)}"
-            )
-        for name, value in (
-            ("action_repeat", action_repeat),
-            ("frame_stack", frame_stack),
-            ("image_size", image_size),
-        ):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_arguments(obs_type, action_repeat=action_repeat, frame_stack=frame_stack, image_size=image_size)
 
         self.task = task
         self.domain = domain
@@ -148,7 +138,7 @@ class DMCEnv(gym.Env):
         # when action_repeat does not divide it, the last agent step takes fewer frames.
         self.max_episode_steps = math.ceil(round(self._env._step_limit) / self.action_repeat)
 
-        self._frames: deque[np.ndarray] = deque(maxlen=self.frame_stack)
+        self._frames = FrameStack(self.frame_stack)
         self._needs_reset = True
 
     # ------------------------------------------------------------------ gymnasium API
@@ -164,9 +154,7 @@ class DMCEnv(gym.Env):
         time_step = self._env.reset()
         self._needs_reset = False
         if self.obs_type == "pixels":
-            frame = self.render()
-            for _ in range(self.frame_stack):
-                self._frames.append(frame)
+            self._frames.reset(self.render())
         return self._observation(time_step), {}
 
     def step(
@@ -199,7 +187,7 @@ class DMCEnv(gym.Env):
             terminated = bool(time_step.discount == 0)
             truncated = not terminated
         if self.obs_type == "pixels":
-            self._frames.append(self.render())
+            self._frames.push(self.render())
         info = {"discount": float(discount), "frames": frames}
         return self._observation(time_step), float(reward), terminated, truncated, info
 
@@ -225,7 +213,7 @@ class DMCEnv(gym.Env):
 
     def _observation(self, time_step) -> np.ndarray:
         if self.obs_type == "pixels":
-            return np.concatenate(self._frames, axis=-1)
+            return self._frames.observation()
         return np.concatenate(
             [np.asarray(value, dtype=np.float32).ravel() for value in time_step.observation.values()]
         )

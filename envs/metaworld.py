@@ -29,11 +29,12 @@ official success metric, spec §2.7). DrM's trainer quirk of resetting twice per
 from __future__ import annotations
 
 import difflib
-from collections import deque
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from envs.common import OBS_TYPES, FrameStack, MujocoCamera, check_arguments  # noqa: F401
 
 DOMAIN = "metaworld"
 TASK_PREFIX = "mw_"
@@ -54,7 +55,6 @@ METAWORLD_NAMES = (
 )
 TASKS: list[str] = sorted(TASK_PREFIX + name for name in METAWORLD_NAMES)
 
-OBS_TYPES = ("pixels", "states")
 
 # DrM (metaworld_env.py) moves camera corner2 here before every reset; metaworld 3.1.1's
 # camera corner4 sits at this very position with corner2's orientation.
@@ -121,18 +121,8 @@ class MetaWorldEnv(gym.Env):
         flip_vertical: bool = True,
     ) -> None:
         name = resolve(task)
-        if obs_type not in OBS_TYPES:
-            raise ValueError(
-                f"Unknown obs_type {obs_type!r}. Valid obs_types: {', '.join(OBS_TYPES)}"
-            )
-        for arg, value in (
-            ("action_repeat", action_repeat),
-            ("frame_stack", frame_stack),
-            ("image_size", image_size),
-            ("max_episode_steps", max_episode_steps),
-        ):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        check_arguments(obs_type, action_repeat=action_repeat, frame_stack=frame_stack, image_size=image_size,
+                        max_episode_steps=max_episode_steps)
         env_dict = _import_metaworld()
         import mujoco
 
@@ -167,7 +157,7 @@ class MetaWorldEnv(gym.Env):
             model.cam_pos[camera_id] = CORNER2_POSITION  # takes effect at the next reset's forward pass
         self.camera = camera
         self._camera_id = camera_id
-        self._renderers: dict[int, Any] = {}
+        self._camera = MujocoCamera(mujoco, self._env.model, camera_id, self.flip_vertical)
 
         # One rendered frame per agent step, for evaluation videos played at real-time speed.
         agent_step_seconds = self._env.dt * self.action_repeat
@@ -183,7 +173,7 @@ class MetaWorldEnv(gym.Env):
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(state_dim,), dtype=np.float32)
 
         self._first_episode_seed: int | None = int(seed)
-        self._frames: deque[np.ndarray] = deque(maxlen=self.frame_stack)
+        self._frames = FrameStack(self.frame_stack)
         self._steps = 0
         self._episode_success = False
         self._needs_reset = True
@@ -206,11 +196,7 @@ class MetaWorldEnv(gym.Env):
         self._episode_success = False
         self._needs_reset = False
         if self.obs_type == "pixels":
-            frame = self.render()
-            fill = np.zeros_like(frame) if self.zero_fill_stack else frame
-            for _ in range(self.frame_stack - 1):
-                self._frames.append(fill)
-            self._frames.append(frame)
+            self._frames.reset(self.render(), zero_fill=self.zero_fill_stack)
         return self._observation(state), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -237,7 +223,7 @@ class MetaWorldEnv(gym.Env):
         truncated = self._steps >= self.max_episode_steps
         self._needs_reset = truncated
         if self.obs_type == "pixels":
-            self._frames.append(self.render())
+            self._frames.push(self.render())
         info = {
             "discount": 1.0,
             "frames": self.action_repeat,
@@ -251,24 +237,16 @@ class MetaWorldEnv(gym.Env):
 
         `size` defaults to `image_size`; it can be at most the model's offscreen buffer (480).
         """
-        size = self.image_size if size is None else int(size)
-        if size not in self._renderers:
-            self._renderers[size] = self._mujoco.Renderer(self._env.model, height=size, width=size)
-        renderer = self._renderers[size]
-        renderer.update_scene(self._env.data, camera=self._camera_id)
-        frame = renderer.render()
-        return np.ascontiguousarray(frame[::-1]) if self.flip_vertical else frame
+        return self._camera.render(self._env.data, self.image_size if size is None else int(size))
 
     def close(self) -> None:
         """Frees the rendering contexts."""
-        for renderer in self._renderers.values():
-            renderer.close()
-        self._renderers.clear()
+        self._camera.close()
         self._env.close()
 
     # ------------------------------------------------------------------ helpers
 
     def _observation(self, state: np.ndarray) -> np.ndarray:
         if self.obs_type == "pixels":
-            return np.concatenate(self._frames, axis=-1)
+            return self._frames.observation()
         return np.asarray(state, dtype=np.float32)
