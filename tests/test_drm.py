@@ -12,10 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import batches
+from batches import ACTION_DIM, STATE_DIM
+
 from agents import drm, drqv2
 from networks import actor_critic, dormant, encoders
 
-STATE_DIM, ACTION_DIM, BATCH = 5, 3, 16
+
 TINY = dict(hidden_dim=32, feature_dim=8, num_expl_steps=100, stddev_schedule="linear(0.5,0.1,1000)")
 STATES = dict(TINY, obs_type="states", state_encoder_dim=16)
 CONFIG = drm.Config(**STATES, max_perturb_factor=0.9, target_lambda=0.6, dormant_perturb_interval=4)
@@ -23,26 +26,8 @@ MECHANISMS_OFF = dict(perturb=False, exploitation=False, stddev_type="drqv2")
 PIXELS = dict(TINY, image_size=32)
 
 
-def states_batch(seed, batch_size=BATCH):
-    rng = np.random.default_rng(seed)
-    return {
-        "obs": jnp.asarray(rng.normal(size=(batch_size, STATE_DIM)), jnp.float32),
-        "action": jnp.asarray(rng.uniform(-1, 1, size=(batch_size, ACTION_DIM)), jnp.float32),
-        "reward": jnp.asarray(rng.uniform(0, 1, size=(batch_size,)), jnp.float32),
-        "discount": jnp.full((batch_size,), 0.99 ** 3, jnp.float32),
-        "next_obs": jnp.asarray(rng.normal(size=(batch_size, STATE_DIM)), jnp.float32),
-    }
-
-
-def pixels_batch(seed, batch_size=4, size=32):
-    rng = np.random.default_rng(seed)
-    return {
-        "obs": jnp.asarray(rng.integers(0, 256, size=(batch_size, size, size, 9)), jnp.uint8),
-        "action": jnp.asarray(rng.uniform(-1, 1, size=(batch_size, ACTION_DIM)), jnp.float32),
-        "reward": jnp.asarray(rng.uniform(0, 1, size=(batch_size, 1)), jnp.float32),
-        "discount": jnp.full((batch_size, 1), 0.99, jnp.float32),
-        "next_obs": jnp.asarray(rng.integers(0, 256, size=(batch_size, size, size, 9)), jnp.uint8),
-    }
+states_batch = batches.states_batch
+pixels_batch = functools.partial(batches.pixels_batch, batch_size=4)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,13 @@ import numpy as np
 import optax
 import pytest
 
+import batches
+from batches import ACTION_DIM, BATCH, STATE_DIM
+
 from agents import drqv2
 from networks import actor_critic, encoders
 
-STATE_DIM, ACTION_DIM, BATCH = 5, 3, 16
+
 
 STATES_CONFIG = drqv2.Config(
     obs_type="states", hidden_dim=32, feature_dim=8, state_encoder_dim=16,
@@ -28,26 +31,8 @@ def schedule_by_hand(step):
     return 0.5 + (0.1 - 0.5) * min(max(step / 1000, 0.0), 1.0)
 
 
-def states_batch(seed, batch_size=BATCH):
-    rng = np.random.default_rng(seed)
-    return {
-        "obs": jnp.asarray(rng.normal(size=(batch_size, STATE_DIM)), jnp.float32),
-        "action": jnp.asarray(rng.uniform(-1, 1, size=(batch_size, ACTION_DIM)), jnp.float32),
-        "reward": jnp.asarray(rng.uniform(0, 1, size=(batch_size,)), jnp.float32),
-        "discount": jnp.full((batch_size,), 0.99 ** 3, jnp.float32),
-        "next_obs": jnp.asarray(rng.normal(size=(batch_size, STATE_DIM)), jnp.float32),
-    }
-
-
-def pixels_batch(seed, batch_size=8, size=32):
-    rng = np.random.default_rng(seed)
-    return {
-        "obs": jnp.asarray(rng.integers(0, 256, size=(batch_size, size, size, 9)), jnp.uint8),
-        "action": jnp.asarray(rng.uniform(-1, 1, size=(batch_size, ACTION_DIM)), jnp.float32),
-        "reward": jnp.asarray(rng.uniform(0, 1, size=(batch_size, 1)), jnp.float32),
-        "discount": jnp.full((batch_size, 1), 0.99, jnp.float32),
-        "next_obs": jnp.asarray(rng.integers(0, 256, size=(batch_size, size, size, 9)), jnp.uint8),
-    }
+states_batch = batches.states_batch
+pixels_batch = batches.pixels_batch
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +223,7 @@ def test_sample_action_straight_through_gradient():
 
 def reference_update(state, batch, step, key):
     """§1.6 written out independently for the states agent (no augmentation), plain jax.grad + optax."""
-    config, nets = STATES_CONFIG, drqv2.networks(STATES_CONFIG, ACTION_DIM)
+    nets = drqv2.networks(STATES_CONFIG, ACTION_DIM)
     _, key_target, key_actor = jax.random.split(key, 3)
     sigma = schedule_by_hand(step)
     adam = optax.adam(1e-4)

@@ -198,6 +198,16 @@ def test_metaworld_truncates_after_250_agent_steps(close_after):
         assert env.step(action)[3] is False
 
 
+def rollout(env, actions, seed):
+    """Observations and rewards of one episode start: reset(seed) then `actions`."""
+    observations, rewards = [env.reset(seed=seed)[0]], []
+    for action in actions:
+        obs, reward, *_ = env.step(action)
+        observations.append(obs)
+        rewards.append(reward)
+    return np.stack(observations), np.array(rewards)
+
+
 def test_metaworld_reset_seed_is_deterministic(close_after):
     metaworld_env_dict()
     a = metaworld.MetaWorldEnv("mw_push", obs_type="states", seed=0)
@@ -207,23 +217,15 @@ def test_metaworld_reset_seed_is_deterministic(close_after):
         close_after(env)
     actions = np.random.default_rng(0).uniform(-1, 1, (6, 4)).astype(np.float32)
 
-    def rollout(env, seed):
-        observations, rewards = [env.reset(seed=seed)[0]], []
-        for action in actions:
-            obs, reward, *_ = env.step(action)
-            observations.append(obs)
-            rewards.append(reward)
-        return np.stack(observations), np.array(rewards)
-
-    obs_a, rewards_a = rollout(a, 4)
-    obs_b, rewards_b = rollout(b, 4)
+    obs_a, rewards_a = rollout(a, actions, 4)
+    obs_b, rewards_b = rollout(b, actions, 4)
     np.testing.assert_array_equal(obs_a, obs_b)
     np.testing.assert_array_equal(rewards_a, rewards_b)
-    np.testing.assert_array_equal(rollout(a, 4)[0], obs_a)  # same instance, after an episode
+    np.testing.assert_array_equal(rollout(a, actions, 4)[0], obs_a)  # same instance, after an episode
     # The construction seed is the seed of the first episode.
     np.testing.assert_array_equal(fresh.reset()[0], obs_a[0])
     # Another seed: other goal and object positions (goal = last 3 numbers of the state).
-    obs_c, _ = rollout(a, 5)
+    obs_c, _ = rollout(a, actions, 5)
     assert not np.allclose(obs_c[0, -3:], obs_a[0, -3:])
     # Without a seed, each reset draws new positions.
     assert not np.allclose(a.reset()[0][-3:], a.reset()[0][-3:])
@@ -461,20 +463,12 @@ def test_adroit_reset_seed_is_deterministic(close_after):
         close_after(env)
     actions = np.random.default_rng(0).uniform(-1, 1, (5, 28)).astype(np.float32)
 
-    def rollout(env, seed):
-        observations, rewards = [env.reset(seed=seed)[0]], []
-        for action in actions:
-            obs, reward, *_ = env.step(action)
-            observations.append(obs)
-            rewards.append(reward)
-        return np.stack(observations), np.array(rewards)
-
-    obs_a, rewards_a = rollout(a, 3)
-    obs_b, rewards_b = rollout(b, 3)
+    obs_a, rewards_a = rollout(a, actions, 3)
+    obs_b, rewards_b = rollout(b, actions, 3)
     np.testing.assert_array_equal(obs_a, obs_b)
     np.testing.assert_array_equal(rewards_a, rewards_b)
     np.testing.assert_array_equal(fresh.reset()[0], obs_a[0])
-    assert not np.array_equal(rollout(a, 4)[0][0], obs_a[0])  # the door is placed elsewhere
+    assert not np.array_equal(rollout(a, actions, 4)[0][0], obs_a[0])  # the door is placed elsewhere
 
 
 def test_adroit_pixels_cameras_and_upright_image(close_after):

@@ -10,7 +10,6 @@ import gymnasium as gym
 import jax
 import numpy as np
 import pytest
-from ml_collections import config_dict
 
 from agents import drqv2
 from core import launch
