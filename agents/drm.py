@@ -593,6 +593,21 @@ def act(state: DrMState, obs: jnp.ndarray, step, key: jax.Array, eval_mode: bool
     return drqv2.act_with_stddev(state, obs, std, step, key, eval_mode, proprio)
 
 
+# Logged after every update to updates.csv by the trainer (names, or prefixes of "prefix/..." names).
+TRACE_METRICS = ("dormant_ratio", "stddev", "lambda", "alpha", "awaken_step", "perturbed")
+
+
+def trace_events(row: Dict[str, float]) -> list:
+    """The events in one update's traced metrics, for events.csv: a perturbation (with its alpha) and
+    the awaken step (set once, to the step of the update that found beta below beta_hat)."""
+    events = []
+    if row["perturbed"]:
+        events.append({"event": "perturb", "alpha": row["alpha"]})
+    if row["awaken_step"] == row["step"]:
+        events.append({"event": "awaken", "awaken_step": row["awaken_step"]})
+    return events
+
+
 @jax.jit
 def update(state: DrMState, batch: Dict[str, jnp.ndarray], step, key: jax.Array) -> Tuple[DrMState, Metrics]:
     """One DrM update in the official order (§2.5). batch: obs, action, reward, discount, next_obs

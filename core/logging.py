@@ -3,6 +3,9 @@
 runs/<agent>/<task>/<timestamp>/
     config.json        every resolved setting
     metrics.csv        one row per training episode and seed (episode return, fps, update metrics)
+    updates.csv        one row per update and seed, for the metrics the agent traces (agent.TRACE_METRICS,
+                       e.g. DrM's dormant ratio per layer, sigma, lambda)
+    events.csv         one row per agent event (agent.trace_events, e.g. DrM's perturbations and awaken step)
     eval.csv           one row per evaluation and seed
     tb/                TensorBoard events (one tag prefix per seed)
     checkpoints/       orbax checkpoints (see core/checkpoint.py)
@@ -115,7 +118,12 @@ class Logger:
                               ["seed", "step", "frame", "episode", "episode_reward", "episode_length", "fps"])
         self.eval = CsvLog(os.path.join(run_dir, "eval.csv"),
                            ["seed", "step", "frame", "episode_reward", "episode_length", "wall_time"])
+        self.updates = TraceLog(os.path.join(run_dir, "updates.csv"), ["seed", "step", "frame"])
+        self.events = TraceLog(os.path.join(run_dir, "events.csv"), ["seed", "step", "frame", "event"])
         if resume_step is not None:
+            # Updates and events at steps before the checkpoint's step belong to the checkpointed run.
+            self.updates.truncate(lambda row: int(float(row["step"])) < resume_step)
+            self.events.truncate(lambda row: int(float(row["step"])) < resume_step)
             # A checkpoint at step t is taken after the training episode that ended at t was logged
             # and before the evaluation at t: the resumed run logs again what came after.
             self.metrics.truncate(lambda row: int(float(row["step"])) <= resume_step)
@@ -150,3 +158,41 @@ class Logger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+class TraceLog:
+    """A CSV with fixed columns for high-volume rows (one per update and seed): streamed to disk, never
+    held in memory. The columns are fixed by the first rows written (or by the file on resume)."""
+
+    def __init__(self, path: str, first_columns: Iterable[str]):
+        self.path = path
+        self.first_columns = list(first_columns)
+        self.columns: list[str] | None = None
+        if os.path.exists(path):
+            with open(path, newline="") as f:
+                self.columns = next(csv.reader(f), None)
+
+    def truncate(self, keep) -> None:
+        """Keeps only the rows for which keep(row) is true, streaming through a temporary file."""
+        if self.columns is None:
+            return
+        tmp = self.path + ".tmp"
+        with open(self.path, newline="") as src, open(tmp, "w", newline="") as dst:
+            reader, writer = csv.DictReader(src), csv.DictWriter(dst, self.columns)
+            writer.writeheader()
+            writer.writerows(row for row in reader if keep(row))
+        os.replace(tmp, self.path)
+
+    def write_rows(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        if self.columns is None:
+            names = dict.fromkeys(self.first_columns)
+            for row in rows:
+                names.update(dict.fromkeys(row))
+            self.columns = list(names)
+            with open(self.path, "w", newline="") as f:
+                csv.DictWriter(f, self.columns).writeheader()
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.columns, extrasaction="ignore").writerows(
+                {k: _plain(v) for k, v in row.items()} for row in rows)

@@ -155,6 +155,8 @@ class OffPolicyTrainer:
         obs_space, act_space, self.episode_steps = facts.obs_space, facts.act_space, facts.episode_steps
         self.obs_shape, self.action_dim = obs_space.shape, int(np.prod(act_space.shape))
         self.proprio_shape = facts.proprio_shape
+        # Metrics written for every update (updates.csv): names or "prefix" for "prefix/..." names.
+        self.trace_prefixes = tuple(getattr(agent, "TRACE_METRICS", ()))
         self.double_reset = cfg.mw_double_reset and envs.suite_of(cfg.task) == "metaworld"
         replay_stack = cfg.frame_stack if cfg.obs_type == "pixels" else 1
         self.replays = [FrameReplay(cfg.replay_capacity, facts.frame_shape, obs_space.dtype, act_space.shape,
@@ -173,6 +175,7 @@ class OffPolicyTrainer:
         self.train_envs = envs.make_vector(cfg.task, list(cfg.seeds), asynchronous=asynchronous, **env_kwargs(cfg))
         self.eval_envs = envs.make_vector(cfg.task, list(cfg.seeds), asynchronous=asynchronous, **env_kwargs(cfg))
         self.checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
+        self.trace: list = []  # (step, {metric: (S,) device array}) of the updates not yet written
 
         self.step = 0  # agent steps (frames = step * action_repeat)
         self.episode = np.zeros(self.num_seeds, np.int64)  # completed training episodes per seed
@@ -190,13 +193,15 @@ class OffPolicyTrainer:
             return action[0]
 
         pixels = self.cfg.obs_type == "pixels"
+        traced = self.trace_prefixes
 
         def update_one(state, batch, step, key, totals):
             if pixels:  # the replay sends frames unstacked (a faster host gather); stack them here
                 batch = {**batch, "obs": merge_frames(batch["obs"]), "next_obs": merge_frames(batch["next_obs"])}
             state, metrics = agent.update(state, batch, step, jax.random.fold_in(key, 2 * step + 1))
             totals = {k: totals.get(k, 0.0) + v for k, v in metrics.items()}
-            return state, totals
+            trace = {k: v for k, v in metrics.items() if any(k == p or k.startswith(p + "/") for p in traced)}
+            return state, totals, trace
 
         self._act = {mode: jax.jit(seeding.over_seeds(
             lambda s, o, t, k, p, mode=mode: act_one(s, o, t, k, p, mode), strategy, jit=False))
@@ -225,8 +230,30 @@ class OffPolicyTrainer:
         if totals is None:  # the metric names are known only after the first update
             shapes = jax.eval_shape(lambda: self._update(self.states, batch, steps, self.loop_keys, {})[1])
             totals = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        self.states, totals = self._update(self.states, batch, steps, self.loop_keys, totals)
+        self.states, totals, trace = self._update(self.states, batch, steps, self.loop_keys, totals)
+        if trace:  # kept on the device until the next flush, so the update loop never waits for it
+            self.trace.append((self.step, trace))
         return totals
+
+    def flush_trace(self, logger: Logger) -> None:
+        """Writes the traced metrics of the updates since the last flush to updates.csv (a row per update
+        and seed) and the agent's events among them (agent.trace_events) to events.csv."""
+        if not self.trace:
+            return
+        steps, traces = zip(*self.trace)
+        self.trace = []
+        traces = jax.device_get(list(traces))
+        events = getattr(self.agent, "trace_events", None)
+        rows, event_rows = [], []
+        for step, trace in zip(steps, traces):
+            for i, seed in enumerate(self.cfg.seeds):
+                row = {"seed": seed, "step": step, "frame": step * self.cfg.action_repeat,
+                       **{k: float(v[i]) for k, v in trace.items()}}
+                rows.append(row)
+                if events is not None:
+                    event_rows += [{"seed": seed, "step": step, "frame": row["frame"], **event} for event in events(row)]
+        logger.updates.write_rows(rows)
+        logger.events.write_rows(event_rows)
 
     # ----------------------------------------------------------------------------- checkpoints
     def _checkpoint_tree(self):
@@ -380,6 +407,7 @@ class OffPolicyTrainer:
                         means = jax.tree.map(lambda x: np.asarray(x) / num_updates, totals)
                         totals, num_updates = jax.tree.map(jnp.zeros_like, totals), 0
                         check_finite(means, cfg.seeds, self.step, self.checkpointer.latest_step())
+                    self.flush_trace(logger)
                     for i in np.flatnonzero(need_reset):
                         self.episode[i] += 1
                         row = {"seed": cfg.seeds[i], "step": self.step, "frame": self.step * cfg.action_repeat,
@@ -395,6 +423,7 @@ class OffPolicyTrainer:
             if need_reset.all():
                 self.save()
         finally:
+            self.flush_trace(logger)
             if bar is not None:
                 bar.close()
             logger.close()

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from agents import drqv2
+from agents import drm, drqv2
 from core import launch
 from core.offpolicy import LoopConfig, OffPolicyTrainer
 
@@ -31,8 +31,9 @@ def tiny_loop(seeds, frames=3000, **kw) -> LoopConfig:
     return LoopConfig(**settings)
 
 
-def train(run_dir, loop, resume=False, interrupt_at=None):
-    trainer = OffPolicyTrainer(drqv2, drqv2.config_for_task(loop.task, **TINY_AGENT), loop, str(run_dir))
+def train(run_dir, loop, resume=False, interrupt_at=None, agent=drqv2, **agent_overrides):
+    config = agent.config_for_task(loop.task, **{**TINY_AGENT, **agent_overrides})
+    trainer = OffPolicyTrainer(agent, config, loop, str(run_dir))
     if interrupt_at is not None:
         original = trainer.update
 
@@ -84,6 +85,40 @@ def test_seed_in_multiseed_run_equals_seed_alone(tmp_path):
     assert float(rows["1"]["episode_reward"]) == pytest.approx(float(last_alone["episode_reward"]), rel=1e-4)
     # The two seeds are independent runs, not copies.
     assert not np.allclose(jax.tree.leaves(together)[0][0], jax.tree.leaves(together)[0][1])
+
+
+def test_drm_logs_every_update_and_its_events(tmp_path):
+    """updates.csv: one row per update (agent steps 100, 102, ...) with beta (total and per layer),
+    sigma, lambda; events.csv: each perturbation with alpha = clip(1 - k * previous beta), the awaken
+    step once. A resumed run rewrites them exactly."""
+    loop = tiny_loop([0])
+    tiny_drm = dict(agent=drm, dormant_perturb_interval=200, max_perturb_factor=0.9, target_lambda=0.6,
+                    target_dormant_ratio=0.95)  # beta < 0.95 at once: awakens at the first step past 100
+    train(tmp_path / "a", loop, **tiny_drm)
+    updates = numeric(read_csv(tmp_path / "a" / "updates.csv"))
+    assert [r["step"] for r in updates] == list(range(100, 750, 2))
+    layers = [k for k in updates[0] if k.startswith("dormant_ratio/")]
+    assert len(layers) >= 3 and {"stddev", "lambda", "alpha", "awaken_step", "perturbed"} <= set(updates[0])
+    config = drm.config_for_task("cartpole_swingup", **{**TINY_AGENT, **{k: v for k, v in tiny_drm.items()
+                                                                          if k != "agent"}})
+    for r in updates:  # sigma and lambda are the spec's functions of this update's beta
+        assert r["lambda"] == pytest.approx(float(drm.target_lambda(config, r["dormant_ratio"])), abs=1e-6)
+    events = read_csv(tmp_path / "a" / "events.csv")
+    perturbs = [e for e in events if e["event"] == "perturb"]
+    assert [int(e["step"]) for e in perturbs] == [200, 400, 600]
+    by_step = {int(r["step"]): r for r in updates}
+    for e in perturbs:  # alpha from the previous update's beta (official order)
+        expected = drm.perturb_factor(config, by_step[int(e["step"]) - 2]["dormant_ratio"])
+        assert float(e["alpha"]) == pytest.approx(float(expected), abs=1e-6)
+    awakens = [e for e in events if e["event"] == "awaken"]
+    assert [(int(e["step"]), float(e["awaken_step"])) for e in awakens] == [(102, 102.0)]
+    assert all(r["awaken_step"] == (102 if r["step"] >= 102 else -1) for r in updates)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "b", loop, interrupt_at=600, **tiny_drm)
+    train(tmp_path / "b", loop, resume=True, **tiny_drm)
+    for name in ("updates.csv", "events.csv"):
+        assert read_csv(tmp_path / "a" / name) == read_csv(tmp_path / "b" / name), name
 
 
 def test_run_directory(tmp_path):
