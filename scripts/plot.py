@@ -1,13 +1,26 @@
-"""Plot pixax learning curves beside the official DrQ-v2 curves.
+"""Plot pixax learning curves (or any logged metric) over frames, pooled over seeds.
 
     python scripts/plot.py runs/drqv2/cartpole_swingup/2026-11-30_12-00-00 [RUN_DIR ...] \
         --out plot.png [--reference-dir DIR] [--max-frames N] [--title T]
+    python scripts/plot.py runs/drm/.../<timestamp> runs/drqv2/.../<timestamp> \
+        --metric dormant_ratio --out beta.png [--bin-frames 10000] [--events]
 
-Every run directory holds `config.json` (with "agent" and "task") and `eval.csv` (one row per
-evaluation and seed). Runs are grouped by task, one subplot per task. Within a task, all seeds of
-all given runs of the same agent are pooled into one curve: the mean over seeds with a 95%
-confidence band, mean +- 1.96 * std / sqrt(n). The official DrQ-v2 curve of that task
-(`<reference-dir>/dmc_<task>.csv`) is drawn the same way, cut to the frames the pixax runs cover.
+Every run directory holds `config.json` (with "agent" and "task"). Runs are grouped by task, one
+subplot per task. Within a task, all seeds of all given runs of the same agent are pooled into one
+curve: the mean over seeds with a 95% confidence band, mean +- 1.96 * std / sqrt(n).
+
+--metric episode_reward (the default) plots evaluation returns from `eval.csv` beside the official
+DrQ-v2 curve of that task (`<reference-dir>/dmc_<task>.csv`), cut to the frames the pixax runs cover.
+
+Any other --metric is read from `updates.csv` (one row per update) if that file has the column,
+else from `metrics.csv` (one row per training episode). Per seed, the values are averaged within
+bins of --bin-frames frames: the bin ending at frame x holds the rows with x - bin < frame <= x, and
+its mean is drawn at x (the bin's END frame, so no point lies beyond the last logged frame rounded up). Blank cells (a metric not logged yet) and NaNs are
+left out of the means; True/False cells count as 1/0. No reference curve is drawn (the official
+curves hold returns only). A run that does not log the metric (e.g. DrQ-v2 for dormant_ratio) is
+skipped with a note on stderr; if no run logs it, the script stops and lists the columns each run has.
+--events draws a dotted vertical line, in the agent's colour, at each frame where `events.csv` has a
+"perturb" row (runs without events.csv draw none).
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ import csv
 import json
 import math
 import sys
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -34,9 +47,17 @@ DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "refere
 EVAL_COLUMNS = ("seed", "frame", "episode_reward")  # the eval.csv columns a plot needs
 REFERENCE_COLUMNS = ("seed", "frame", "episode_reward")  # the reference columns a plot needs
 CONFIDENCE_Z = 1.96  # two-sided 95% normal quantile
+RETURN_METRIC = "episode_reward"  # the default metric: evaluation returns from eval.csv
+METRIC_FILES = ("updates.csv", "metrics.csv")  # where any other metric is looked for, in this order
+DEFAULT_BIN_FRAMES = 10_000
+PERTURB_EVENT = "perturb"  # the events.csv event drawn by --events
 
-# frames_by_seed: one learning curve per seed, {seed key: {frame: episode return}}.
+# frames_by_seed: one curve per seed, {seed key: {frame: value}} (an episode return, or a binned metric).
 FramesBySeed = Mapping[Hashable, Mapping[int, float]]
+
+
+class MetricNotLogged(LookupError):
+    """A run directory has none of METRIC_FILES with the requested metric column."""
 
 
 def _read_csv_columns(path: Path, required: Sequence[str], what: str) -> list[dict[str, str]]:
@@ -77,18 +98,20 @@ def _parse_curve_rows(
     return parsed
 
 
-def load_run(run_dir: str | Path) -> tuple[str, str, list[dict[str, int | float]]]:
-    """Reads one run directory; returns (agent, task, rows), each row {seed, frame, episode_reward}."""
-    run_dir = Path(run_dir)
+def _check_run_dir(run_dir: Path, needed: Sequence[str]) -> None:
+    """Stops with a message if run_dir is not a folder or lacks any of the needed files."""
     if not run_dir.is_dir():
         raise SystemExit(f"{run_dir} is not a run directory: it does not exist or is not a folder.")
-    missing = [name for name in ("eval.csv", "config.json") if not (run_dir / name).is_file()]
+    missing = [name for name in needed if not (run_dir / name).is_file()]
     if missing:
         raise SystemExit(
             f"{run_dir} is not a run directory: it has no {' and no '.join(missing)} "
             "(a run directory runs/<agent>/<task>/<timestamp>/ holds config.json and eval.csv)."
         )
 
+
+def _read_agent_task(run_dir: Path) -> tuple[str, str]:
+    """The "agent" and "task" of run_dir/config.json, stopping with a message if either is missing."""
     config_path = run_dir / "config.json"
     try:
         config = json.loads(config_path.read_text())
@@ -105,12 +128,127 @@ def load_run(run_dir: str | Path) -> tuple[str, str, list[dict[str, int | float]
                 f"(e.g. \"agent\": \"drqv2\", \"task\": \"cartpole_swingup\"), got {value!r}."
             )
         names[key] = value
+    return names["agent"], names["task"]
 
+
+def load_run(run_dir: str | Path) -> tuple[str, str, list[dict[str, int | float]]]:
+    """Reads one run directory's evaluations; returns (agent, task, rows), each row {seed, frame, episode_reward}."""
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir, ("eval.csv", "config.json"))
+    agent, task = _read_agent_task(run_dir)
     eval_path = run_dir / "eval.csv"
     rows = _parse_curve_rows(_read_csv_columns(eval_path, EVAL_COLUMNS, "eval file"), eval_path)
     if not rows:
         raise SystemExit(f"{eval_path} has a header but no evaluation rows yet; nothing to plot.")
-    return names["agent"], names["task"], rows
+    return agent, task, rows
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    """The column names of a CSV, or None if the file does not exist (an empty file has no columns)."""
+    if not path.is_file():
+        return None
+    with path.open(newline="") as f:
+        return next(csv.reader(f), [])
+
+
+def find_metric_file(run_dir: str | Path, metric: str) -> Path:
+    """The first of run_dir/updates.csv, run_dir/metrics.csv with a `metric` column.
+
+    Raises MetricNotLogged, naming the files looked in and the columns they have, if neither has it.
+    """
+    run_dir = Path(run_dir)
+    looked_in = []
+    for name in METRIC_FILES:
+        header = _csv_header(run_dir / name)
+        if header is not None and metric in header:
+            return run_dir / name
+        looked_in.append(f"{name} " + ("(absent)" if header is None else f"(columns {header})"))
+    raise MetricNotLogged(f"{run_dir} does not log {metric!r}: looked in {'; '.join(looked_in)}.")
+
+
+def _parse_value(cell: str) -> float:
+    """A metric cell as a number: True/False (e.g. `perturbed`) count as 1/0; raises ValueError otherwise."""
+    flags = {"true": 1.0, "false": 0.0}
+    return flags[cell.strip().lower()] if cell.strip().lower() in flags else float(cell)
+
+
+def read_metric_points(path: str | Path, metric: str) -> Iterator[tuple[int, int, float]]:
+    """Streams (seed, frame, value) of one metric column of a CSV with seed and frame columns.
+
+    Rows with a blank or NaN value are left out (update metrics are blank in the training episodes
+    logged before updates start). updates.csv has one row per update, so rows are never all held in memory.
+    """
+    path = Path(path)
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, [])
+        missing = [c for c in ("seed", "frame", metric) if c not in header]
+        if missing:
+            raise SystemExit(f"{path} lacks column(s) {missing}; expected seed, frame and {metric} (found {header}).")
+        seed_at, frame_at, value_at = (header.index(c) for c in ("seed", "frame", metric))
+        for line_number, row in enumerate(reader, start=2):  # line 1 is the header
+            cell = row[value_at] if value_at < len(row) else ""
+            if not cell.strip():
+                continue
+            try:
+                seed, frame, value = int(float(row[seed_at])), int(float(row[frame_at])), _parse_value(cell)
+            except (IndexError, ValueError):
+                raise SystemExit(
+                    f"{path} line {line_number}: seed, frame and {metric} must be numbers, got {row!r}."
+                ) from None
+            if math.isfinite(value):
+                yield seed, frame, value
+
+
+def bin_by_frames(
+    points: Iterable[tuple[Hashable, int, float]], bin_frames: int
+) -> dict[Hashable, dict[int, float]]:
+    """Averages (seed, frame, value) points per seed within bins of bin_frames frames: {seed: {bin end: mean}}.
+
+    The bin ending at x (a multiple of bin_frames) holds the frames x - bin_frames < frame <= x, so a
+    value logged at a multiple of bin_frames is drawn at its own frame (frame 0 gets a bin of its own).
+    """
+    if bin_frames <= 0:
+        raise ValueError(f"bin_frames must be a positive number of frames, got {bin_frames}.")
+    sums: dict[Hashable, dict[int, list[float]]] = {}  # {seed: {bin end: [sum, count]}}
+    for seed, frame, value in points:
+        bin_end = -(-frame // bin_frames) * bin_frames  # ceil(frame / bin_frames) * bin_frames, in integers
+        total = sums.setdefault(seed, {}).setdefault(bin_end, [0.0, 0])
+        total[0] += value
+        total[1] += 1
+    return {
+        seed: {bin_end: total / count for bin_end, (total, count) in sorted(bins.items())}
+        for seed, bins in sums.items()
+    }
+
+
+def load_metric(
+    run_dir: str | Path, metric: str, bin_frames: int = DEFAULT_BIN_FRAMES
+) -> tuple[str, str, dict[Hashable, dict[int, float]]]:
+    """Reads one metric of one run, binned per seed; returns (agent, task, {seed: {bin end: mean}}).
+
+    Raises MetricNotLogged if the run logs no such column, or logged only blank/NaN values.
+    """
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir, ("config.json",))
+    agent, task = _read_agent_task(run_dir)
+    path = find_metric_file(run_dir, metric)
+    curves = bin_by_frames(read_metric_points(path, metric), bin_frames)
+    if not curves:
+        raise MetricNotLogged(f"{path} has a {metric!r} column but no numeric value in it yet.")
+    return agent, task, curves
+
+
+def load_perturb_frames(run_dir: str | Path) -> list[int]:
+    """The frames of run_dir/events.csv's "perturb" rows (all seeds, each once, ascending); [] without events.csv."""
+    path = Path(run_dir) / "events.csv"
+    if not path.is_file():
+        return []
+    rows = _read_csv_columns(path, ("frame", "event"), "events file")
+    try:
+        return sorted({int(float(row["frame"])) for row in rows if row["event"] == PERTURB_EVENT})
+    except (TypeError, ValueError):
+        raise SystemExit(f"{path}: every frame must be a number.") from None
 
 
 def frames_by_seed(
@@ -171,26 +309,60 @@ def clip_frames(curves: FramesBySeed, max_frame: int) -> dict[Hashable, dict[int
     return {seed: curve for seed, curve in clipped.items() if curve}
 
 
-def collect_runs(run_dirs: Sequence[str | Path]) -> dict[str, dict[str, dict[Hashable, dict[int, float]]]]:
-    """Loads the runs and pools seeds: {task: {agent: frames_by_seed}}, tasks and agents in given order."""
+def collect_runs(
+    run_dirs: Sequence[str | Path], metric: str = RETURN_METRIC, bin_frames: int = DEFAULT_BIN_FRAMES
+) -> dict[str, dict[str, dict[Hashable, dict[int, float]]]]:
+    """Loads the runs and pools seeds: {task: {agent: frames_by_seed}}, tasks and agents in given order.
+
+    The return metric comes from eval.csv (every run must have it). Any other metric is binned
+    (load_metric); runs that do not log it are skipped with a note on stderr, and if none logs it
+    the script stops, listing what each run has.
+    """
     by_task: dict[str, dict[str, dict[Hashable, dict[int, float]]]] = {}
+    not_logged = []
     for run_dir in run_dirs:
-        agent, task, rows = load_run(run_dir)
         # Key curves by the resolved path so the same run given twice is not counted twice.
-        curves = frames_by_seed(rows, run_label=str(Path(run_dir).resolve()))
+        run_label = str(Path(run_dir).resolve())
+        if metric == RETURN_METRIC:
+            agent, task, rows = load_run(run_dir)
+            curves = frames_by_seed(rows, run_label)
+        else:
+            try:
+                agent, task, binned = load_metric(run_dir, metric, bin_frames)
+            except MetricNotLogged as error:
+                not_logged.append(str(error))
+                continue
+            curves = {(run_label, seed): curve for seed, curve in binned.items()}
         by_task.setdefault(task, {}).setdefault(agent, {}).update(curves)
+    if not by_task:
+        raise SystemExit(f"no run logs {metric!r}:\n  " + "\n  ".join(not_logged))
+    for message in not_logged:
+        print(f"note: skipping {message}", file=sys.stderr)
     return by_task
+
+
+def collect_perturb_frames(run_dirs: Sequence[str | Path]) -> dict[str, dict[str, list[int]]]:
+    """The perturbation frames of the runs: {task: {agent: frames}}, pooled over runs and seeds."""
+    by_task: dict[str, dict[str, set[int]]] = {}
+    for run_dir in run_dirs:
+        frames = load_perturb_frames(run_dir)
+        if frames:
+            agent, task = _read_agent_task(Path(run_dir))
+            by_task.setdefault(task, {}).setdefault(agent, set()).update(frames)
+    return {task: {agent: sorted(f) for agent, f in agents.items()} for task, agents in by_task.items()}
 
 
 def _seeds_label(n: int) -> str:
     return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
-def _draw_curve(ax: plt.Axes, curves: FramesBySeed, label: str, **style) -> None:
+def _draw_curve(ax: plt.Axes, curves: FramesBySeed, label: str, **style) -> str:
+    """Draws the pooled curve with its band; returns the line's colour."""
     x, mean, lo, hi = mean_and_band(curves)
     (line,) = ax.plot(x, mean, label=f"{label} ({_seeds_label(len(curves))})", **style)
     if len(curves) > 1:
         ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    return line.get_color()
 
 
 def plot_tasks(
@@ -198,8 +370,15 @@ def plot_tasks(
     reference_dir: Path | None,
     max_frames: int | None = None,
     title: str | None = None,
+    metric: str = RETURN_METRIC,
+    perturb_frames_by_task: Mapping[str, Mapping[str, Sequence[int]]] | None = None,
 ) -> Figure:
-    """One subplot per task: each pixax agent's pooled curve, and the official DrQ-v2 curve if its file exists."""
+    """One subplot per task: each pixax agent's pooled curve of `metric`.
+
+    For the return metric, the official DrQ-v2 curve is added if its file exists. For other
+    metrics, perturb_frames_by_task ({task: {agent: frames}}) adds dotted vertical lines in the
+    agent's colour (agents without a curve in that task are left out).
+    """
     n_tasks = len(runs_by_task)
     n_cols = min(3, n_tasks)
     n_rows = math.ceil(n_tasks / n_cols)
@@ -211,20 +390,28 @@ def plot_tasks(
             runs_by_agent = {agent: clip_frames(c, max_frames) for agent, c in runs_by_agent.items()}
             runs_by_agent = {agent: c for agent, c in runs_by_agent.items() if c}
         if not runs_by_agent:
-            raise SystemExit(f"task {task}: no pixax evaluation at or below --max-frames {max_frames}.")
-        for agent, curves in runs_by_agent.items():
-            _draw_curve(ax, curves, f"pixax {agent}")
+            raise SystemExit(f"task {task}: no pixax {metric} point at or below --max-frames {max_frames}.")
+        colour_by_agent = {agent: _draw_curve(ax, curves, f"pixax {agent}") for agent, curves in runs_by_agent.items()}
 
         x_end = max_frames or max(max(c) for curves in runs_by_agent.values() for c in curves.values())
-        reference_path = reference_dir / f"dmc_{task}.csv" if reference_dir is not None else None
-        if reference_path is not None and reference_path.is_file():
-            reference = clip_frames(load_reference(reference_path), x_end)
-            if reference:
-                _draw_curve(ax, reference, "official DrQ-v2", color="black", linestyle="--")
+        if metric == RETURN_METRIC:
+            reference_path = reference_dir / f"dmc_{task}.csv" if reference_dir is not None else None
+            if reference_path is not None and reference_path.is_file():
+                reference = clip_frames(load_reference(reference_path), x_end)
+                if reference:
+                    _draw_curve(ax, reference, "official DrQ-v2", color="black", linestyle="--")
+        elif perturb_frames_by_task:
+            for agent, frames in perturb_frames_by_task.get(task, {}).items():
+                if agent not in colour_by_agent:
+                    continue
+                for i, frame in enumerate(f for f in frames if f <= x_end):
+                    # One legend entry per agent; matplotlib hides labels starting with "_".
+                    label = f"{agent} perturbation" if i == 0 else "_nolegend_"
+                    ax.axvline(frame, color=colour_by_agent[agent], linestyle=":", linewidth=1.0, label=label)
 
         ax.set_title(task)
         ax.set_xlabel("frames")
-        ax.set_ylabel("episode return")
+        ax.set_ylabel("episode return" if metric == RETURN_METRIC else metric)
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 500k, 1M rather than 1e6 offsets
         ax.set_xlim(0, x_end or None)  # a run evaluated only at frame 0 keeps the automatic range
         ax.grid(alpha=0.3)
@@ -238,7 +425,8 @@ def plot_tasks(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Plot pixax eval curves (mean and 95% band over seeds) beside official DrQ-v2 curves."
+        description="Plot pixax eval curves, or any logged metric, over frames (mean and 95% band over "
+        "seeds); eval returns are drawn beside the official DrQ-v2 curves."
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs/<agent>/<task>/<timestamp>/")
     parser.add_argument("--out", required=True, help="PNG file to write")
@@ -249,11 +437,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--max-frames", type=int, default=None, help="cut every curve at this frame")
     parser.add_argument("--title", default=None, help="figure title")
+    parser.add_argument(
+        "--metric",
+        default=RETURN_METRIC,
+        help=f"column to plot (default {RETURN_METRIC}: eval returns from eval.csv); any other name is "
+        f"read from {' or else '.join(METRIC_FILES)}, e.g. dormant_ratio",
+    )
+    parser.add_argument(
+        "--bin-frames",
+        type=int,
+        default=DEFAULT_BIN_FRAMES,
+        help=f"for metrics other than {RETURN_METRIC}: average each seed's values over bins of this many "
+        f"frames, drawn at the bin's end frame (default {DEFAULT_BIN_FRAMES})",
+    )
+    parser.add_argument(
+        "--events",
+        action="store_true",
+        help=f"for metrics other than {RETURN_METRIC}: dotted vertical lines at the perturbations in events.csv",
+    )
     args = parser.parse_args(argv)
 
     if args.max_frames is not None and args.max_frames <= 0:
         raise SystemExit(f"--max-frames must be a positive number of frames, got {args.max_frames}.")
-    if args.reference_dir is not None:
+    if args.bin_frames <= 0:
+        raise SystemExit(f"--bin-frames must be a positive number of frames, got {args.bin_frames}.")
+    plots_returns = args.metric == RETURN_METRIC
+    if args.events and plots_returns:
+        print(f"note: --events is drawn only for metrics other than {RETURN_METRIC}; ignoring it.", file=sys.stderr)
+    if not plots_returns:
+        reference_dir = None  # the official curves hold returns only
+    elif args.reference_dir is not None:
         reference_dir = Path(args.reference_dir)
         if not reference_dir.is_dir():
             raise SystemExit(f"--reference-dir {reference_dir} is not a folder.")
@@ -263,7 +476,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"note: no reference folder at {DEFAULT_REFERENCE_DIR}; plotting pixax only.", file=sys.stderr)
         reference_dir = None
 
-    fig = plot_tasks(collect_runs(args.run_dirs), reference_dir, args.max_frames, args.title)
+    runs_by_task = collect_runs(args.run_dirs, args.metric, args.bin_frames)
+    perturb_frames = collect_perturb_frames(args.run_dirs) if args.events and not plots_returns else None
+    fig = plot_tasks(runs_by_task, reference_dir, args.max_frames, args.title, args.metric, perturb_frames)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

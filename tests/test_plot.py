@@ -196,3 +196,169 @@ def test_reference_with_missing_columns_names_file_and_expected_columns(tmp_path
         plot.load_reference(bad)
     message = str(error.value)
     assert str(bad) in message and "frame" in message and "episode_reward" in message
+
+
+# --- any logged metric (--metric, --bin-frames, --events) -------------------------------------------
+
+UPDATES_HEADER = ["seed", "step", "frame", "dormant_ratio", "dormant_ratio/encoder", "stddev", "lambda", "alpha",
+                  "awaken_step", "perturbed"]
+METRICS_HEADER = ["seed", "step", "frame", "episode", "episode_reward", "episode_length", "fps", "critic_loss"]
+
+
+def write_csv(path: Path, header: list[str], rows: list[dict]) -> None:
+    """Writes rows as the logger does: missing cells blank."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, header)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def drm_and_drqv2(tmp_path):
+    """A DrM run (updates.csv, metrics.csv, events.csv) and a DrQ-v2 run (metrics.csv without dormant_ratio),
+    both on cartpole_swingup with seeds 0 and 1."""
+    drm = write_run(tmp_path / "runs/drm/cartpole_swingup/a", "drm", "cartpole_swingup",
+                    {0: {0: 1.0, 20000: 2.0}, 1: {0: 1.0, 20000: 3.0}})
+    # dormant_ratio per update, bins of 10000 frames:
+    #   seed 0: frames 4000, 8000 -> (0.1 + 0.3) / 2 = 0.2 at 10000; frames 12000, 16000 -> 0.6 at 20000
+    #   seed 1: 0.4 at 10000, 0.8 at 20000
+    updates = [
+        {"seed": seed, "step": frame // 2, "frame": frame, "dormant_ratio": value, "dormant_ratio/encoder": 0.0,
+         "stddev": 0.5, "lambda": 0.6, "alpha": 0.9, "awaken_step": -1, "perturbed": perturbed}
+        for seed, values in ((0, (0.1, 0.3, 0.5, 0.7)), (1, (0.3, 0.5, 0.7, 0.9)))
+        for frame, value, perturbed in zip((4000, 8000, 12000, 16000), values, (False, True, False, True))
+    ]
+    updates.append({"seed": 1, "step": 3000, "frame": 6000, "dormant_ratio": float("nan")})  # left out of the mean
+    write_csv(drm / "updates.csv", UPDATES_HEADER, updates)
+    # metrics.csv also has dormant_ratio (per-episode means): a wrong source would give 0.99.
+    # critic_loss is blank before updates start (frame 2000); seed 0: 2 and 4 in bin 20000 -> 3.
+    write_csv(drm / "metrics.csv", METRICS_HEADER + ["dormant_ratio"], [
+        {"seed": 0, "step": 1000, "frame": 2000, "episode": 1, "episode_reward": 1.0, "fps": 100.0},
+        {"seed": 0, "step": 6000, "frame": 12000, "episode": 6, "episode_reward": 5.0, "fps": 100.0,
+         "critic_loss": 2.0, "dormant_ratio": 0.99},
+        {"seed": 0, "step": 9000, "frame": 18000, "episode": 9, "episode_reward": 7.0, "fps": 100.0,
+         "critic_loss": 4.0, "dormant_ratio": 0.99},
+    ])
+    # Perturbations at 8000 (both seeds, drawn once) and 16000; 50000 lies beyond the curves;
+    # "awaken" is no perturbation.
+    write_csv(drm / "events.csv", ["seed", "step", "frame", "event", "alpha", "awaken_step"], [
+        {"seed": 0, "step": 4000, "frame": 8000, "event": "perturb", "alpha": 0.9},
+        {"seed": 1, "step": 4000, "frame": 8000, "event": "perturb", "alpha": 0.8},
+        {"seed": 0, "step": 6000, "frame": 12000, "event": "awaken", "awaken_step": 6000},
+        {"seed": 0, "step": 8000, "frame": 16000, "event": "perturb", "alpha": 0.7},
+        {"seed": 0, "step": 25000, "frame": 50000, "event": "perturb", "alpha": 0.7},
+    ])
+
+    drqv2 = write_run(tmp_path / "runs/drqv2/cartpole_swingup/b", "drqv2", "cartpole_swingup",
+                      {0: {0: 1.0, 20000: 4.0}})
+    write_csv(drqv2 / "metrics.csv", METRICS_HEADER, [
+        {"seed": 0, "step": 3000, "frame": 6000, "episode": 3, "episode_reward": 2.0, "fps": 90.0, "critic_loss": 1.0},
+        {"seed": 0, "step": 7000, "frame": 14000, "episode": 7, "episode_reward": 3.0, "fps": 90.0, "critic_loss": 5.0},
+    ])
+    return drm, drqv2
+
+
+def test_bin_by_frames_against_hand_computed_means():
+    points = [(0, 0, 5.0),  # frame 0 is a bin of its own, drawn at 0
+              (0, 1, 1.0), (0, 4000, 2.0), (0, 10000, 6.0),  # bin (0, 10000] -> 3.0, drawn at 10000
+              (0, 10001, 10.0), (0, 15000, 20.0),  # bin (10000, 20000] -> 15.0 at 20000
+              (1, 25000, 7.0)]  # seed 1, bin (20000, 30000] -> 7.0 at 30000
+    assert plot.bin_by_frames(points, 10000) == {0: {0: 5.0, 10000: 3.0, 20000: 15.0}, 1: {30000: 7.0}}
+    # bins of 5000: seed 0's (0, 10000] splits into (1 + 2) / 2 and 6
+    assert plot.bin_by_frames(points, 5000)[0] == {0: 5.0, 5000: 1.5, 10000: 6.0, 15000: 15.0}
+    with pytest.raises(ValueError, match="positive"):
+        plot.bin_by_frames(points, 0)
+
+
+def test_metric_is_read_from_updates_csv_before_metrics_csv(drm_and_drqv2):
+    drm, drqv2 = drm_and_drqv2
+    assert plot.find_metric_file(drm, "dormant_ratio") == drm / "updates.csv"
+    agent, task, curves = plot.load_metric(drm, "dormant_ratio", bin_frames=10000)
+    assert (agent, task) == ("drm", "cartpole_swingup")
+    assert curves.keys() == {0, 1}
+    assert curves[0] == pytest.approx({10000: 0.2, 20000: 0.6})
+    assert curves[1] == pytest.approx({10000: 0.4, 20000: 0.8})
+    # a column only in metrics.csv comes from there; its blank cells (before updates) are left out
+    assert plot.find_metric_file(drm, "critic_loss") == drm / "metrics.csv"
+    assert plot.load_metric(drm, "critic_loss")[2] == {0: {20000: 3.0}}
+    # True/False cells count as 1/0: seed 0 was perturbed at 8000 and 16000 of 4000, 8000 | 12000, 16000
+    assert plot.load_metric(drm, "perturbed")[2][0] == {10000: 0.5, 20000: 0.5}
+    # pooled over seeds: means 0.3 and 0.7, half width 1.96 * std(0.2, 0.4) / sqrt(2) = 0.196
+    x, mean, lo, hi = plot.mean_and_band(plot.collect_runs([drm], "dormant_ratio")["cartpole_swingup"]["drm"])
+    np.testing.assert_array_equal(x, [10000, 20000])
+    np.testing.assert_allclose(mean, [0.3, 0.7])
+    np.testing.assert_allclose(hi - mean, [0.196, 0.196])
+
+
+def test_missing_metric_everywhere_is_a_clear_error(drm_and_drqv2, tmp_path):
+    drm, drqv2 = drm_and_drqv2
+    out = tmp_path / "x.png"
+    with pytest.raises(SystemExit) as error:
+        plot.main([str(drm), str(drqv2), "--metric", "no_such_metric", "--out", str(out)])
+    message = str(error.value)
+    assert "no_such_metric" in message and str(drm) in message and str(drqv2) in message
+    assert "updates.csv" in message and "metrics.csv" in message
+    assert "'dormant_ratio/encoder'" in message and "'critic_loss'" in message  # the columns there are
+    assert "updates.csv (absent)" in message  # the DrQ-v2 run has none
+    assert not out.exists()
+    with pytest.raises(plot.MetricNotLogged, match="metrics.csv"):
+        plot.find_metric_file(drqv2, "dormant_ratio")
+
+
+def test_runs_lacking_the_metric_are_skipped_with_a_note(drm_and_drqv2, capsys):
+    drm, drqv2 = drm_and_drqv2
+    by_task = plot.collect_runs([drm, drqv2], "dormant_ratio")
+    assert list(by_task["cartpole_swingup"]) == ["drm"]
+    stderr = capsys.readouterr().err
+    assert "skipping" in stderr and str(drqv2) in stderr and str(drm) not in stderr
+    # a metric both log is plotted for both: DrQ-v2's critic_loss 1 (frame 6000) and 5 (frame 14000)
+    both = plot.collect_runs([drm, drqv2], "critic_loss")["cartpole_swingup"]
+    assert list(both) == ["drm", "drqv2"]
+    assert list(both["drqv2"].values()) == [{10000: 1.0, 20000: 5.0}]
+    assert capsys.readouterr().err == ""
+
+
+def test_metric_figure_lines_labels_and_event_lines(drm_and_drqv2, reference_dir):
+    drm, drqv2 = drm_and_drqv2
+    runs = plot.collect_runs([drm, drqv2], "dormant_ratio")
+    fig = plot.plot_tasks(runs, reference_dir, metric="dormant_ratio")
+    ax = fig.axes[0]
+    assert len(ax.get_lines()) == 1  # the DrM curve only: no reference curve for a non-return metric
+    assert ax.get_ylabel() == "dormant_ratio" and ax.get_xlabel() == "frames"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["pixax drm (2 seeds)"]
+    plot.plt.close(fig)
+
+    perturb_frames = plot.collect_perturb_frames([drm, drqv2])  # the DrQ-v2 run has no events.csv
+    assert perturb_frames == {"cartpole_swingup": {"drm": [8000, 16000, 50000]}}
+    fig = plot.plot_tasks(runs, None, metric="dormant_ratio", perturb_frames_by_task=perturb_frames)
+    curve, *events = fig.axes[0].get_lines()
+    assert len(events) == 2  # 8000 and 16000; 50000 lies beyond the curve's last frame (20000)
+    assert [line.get_xdata()[0] for line in events] == [8000, 16000]
+    assert all(line.get_linestyle() == ":" and line.get_color() == curve.get_color() for line in events)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["pixax drm (2 seeds)", "drm perturbation"]
+    plot.plt.close(fig)
+
+    # events of an agent without a curve in the task have no colour to be drawn in
+    with_drqv2 = {"cartpole_swingup": {**perturb_frames["cartpole_swingup"], "drqv2": [4000]}}
+    fig = plot.plot_tasks(runs, None, metric="dormant_ratio", perturb_frames_by_task=with_drqv2)
+    assert len(fig.axes[0].get_lines()) == 3
+    plot.plt.close(fig)
+
+    # both agents log critic_loss: two curves, and the DrM events in DrM's colour only
+    runs = plot.collect_runs([drm, drqv2], "critic_loss")
+    fig = plot.plot_tasks(runs, None, metric="critic_loss", perturb_frames_by_task=perturb_frames)
+    drm_curve, drqv2_curve, *events = fig.axes[0].get_lines()
+    assert len(events) == 2 and drm_curve.get_color() != drqv2_curve.get_color()
+    assert all(line.get_color() == drm_curve.get_color() for line in events)
+    plot.plt.close(fig)
+
+
+def test_main_plots_metric_with_events_to_png(drm_and_drqv2, tmp_path, capsys):
+    drm, drqv2 = drm_and_drqv2
+    out = tmp_path / "beta.png"
+    plot.main([str(drm), str(drqv2), "--metric", "dormant_ratio", "--out", str(out),
+               "--bin-frames", "5000", "--events"])
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert str(drqv2) in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--bin-frames must be a positive"):
+        plot.main([str(drm), "--metric", "dormant_ratio", "--out", str(out), "--bin-frames", "0"])
