@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import inspect
 import sys
 import types
 import typing
@@ -101,8 +102,22 @@ def resolve(agent_module, config: config_dict.ConfigDict):
         num_eval_episodes=a.num_eval_episodes, checkpoint_every_frames=config.checkpoint_every_frames,
         save_video=bool(config.save_video), video_size=config.video_size, seed_strategy=config.seed_strategy,
         async_envs={"auto": None, "true": True, "false": False}[str(config.async_envs).lower()],
-        progress=bool(config.progress), mw_double_reset=bool(config.mw_double_reset))
+        progress=bool(config.progress), mw_double_reset=bool(config.mw_double_reset),
+        reward_clip=getattr(a, "reward_clip", None), prioritized_replay=bool(getattr(a, "prioritized", False)),
+        env_options=env_options(config.task, a))
     return agent_config, loop
+
+
+# Agent Config fields that are environment settings (Dopamine's Atari protocol); passed to the
+# environments that take them.
+ENV_OPTION_FIELDS = ("sticky_actions", "terminal_on_life_loss")
+
+
+def env_options(task: str, agent_config) -> tuple:
+    """(name, value) pairs of the agent's environment settings that the task's constructor accepts."""
+    accepted = inspect.signature(envs.SUITES[envs.suite_of(task)].make).parameters
+    return tuple((name, getattr(agent_config, name)) for name in ENV_OPTION_FIELDS
+                 if hasattr(agent_config, name) and name in accepted)
 
 
 def versions() -> dict:
@@ -155,7 +170,8 @@ def main(agent_module, agent_name: str) -> None:
     from absl import app, flags
     from ml_collections import config_flags
 
-    config = config_flags.DEFINE_config_dict("config", base_config(agent_module.Config))
+    default_task = getattr(agent_module, "DEFAULT_TASK", "cartpole_swingup")
+    config = config_flags.DEFINE_config_dict("config", base_config(agent_module.Config, default_task))
     resume = flags.DEFINE_string("resume", "", "a run directory to continue exactly where it stopped")
 
     def run_from_flags(argv):

@@ -45,6 +45,7 @@ from core import seeds as seeding
 from core.checkpoint import Checkpointer
 from core.logging import Logger
 from core.video import write_mp4
+from data.prioritized import PrioritizedFrameReplay
 from data.replay import FrameReplay, merge_frames
 
 TRAIN_EPISODE, EVAL_EPISODE = 0, 1  # streams of per-episode environment seeds
@@ -76,6 +77,11 @@ class LoopConfig:
     # DrM's train_mw.py resets Meta-World twice at every episode end and stores both resets (spec §2.7);
     # official default. No effect on other suites.
     mw_double_reset: bool = True
+    reward_clip: Optional[float] = None  # store clip(r, -c, c) per step (Dopamine's Atari agents: 1.0)
+    prioritized_replay: bool = False  # sample by priority (data/prioritized.py); the agent returns priorities
+    # Extra environment settings, (name, value) pairs, e.g. (("sticky_actions", True),); the training
+    # environments get all of them, the evaluation ones all but terminal_on_life_loss (whole games).
+    env_options: tuple = ()
 
 
 def episode_seed(seed: int, stream: int, index: int) -> int:
@@ -83,14 +89,23 @@ def episode_seed(seed: int, stream: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, stream, index]).generate_state(1)[0])
 
 
-def newest_frame(obs: np.ndarray, obs_type: str) -> np.ndarray:
-    """What the replay stores of an observation: its newest RGB frame (pixels) or all of it (states)."""
-    return obs[..., -3:] if obs_type == "pixels" else obs
+def newest_frame(obs: np.ndarray, obs_type: str, channels: int = 3) -> np.ndarray:
+    """What the replay stores of an observation: its newest frame (pixels: the last `channels`
+    channels, 3 for RGB, 1 for Atari's grayscale) or all of it (states)."""
+    return obs[..., -channels:] if obs_type == "pixels" else obs
 
 
-def env_kwargs(cfg: LoopConfig) -> dict:
+def env_kwargs(cfg: LoopConfig, evaluation: bool = False) -> dict:
+    options = dict(cfg.env_options)
+    if evaluation:  # evaluation plays whole games (Dopamine's life-loss terminals are a training device)
+        options.pop("terminal_on_life_loss", None)
     return dict(obs_type=cfg.obs_type, action_repeat=cfg.action_repeat, frame_stack=cfg.frame_stack,
-                image_size=cfg.image_size)
+                image_size=cfg.image_size, **options)
+
+
+def action_size(act_space) -> int:
+    """The agent's action_dim: the number of actions of a discrete space, the flat size of a box."""
+    return int(act_space.n) if hasattr(act_space, "n") else int(np.prod(act_space.shape))
 
 
 class EnvFacts(NamedTuple):
@@ -102,6 +117,7 @@ class EnvFacts(NamedTuple):
     episode_steps: int
     stack_padding: str  # "repeat" | "zeros": how the env fills its frame stack at reset
     proprio_shape: Optional[tuple]  # info["proprio"]'s shape, None when the env has none
+    frame_channels: int  # channels of one frame of a pixel observation (env.frame_channels, default 3)
 
 
 def preflight(cfg: LoopConfig) -> EnvFacts:
@@ -110,9 +126,10 @@ def preflight(cfg: LoopConfig) -> EnvFacts:
     obs_space, act_space, episode_steps = probe.observation_space, probe.action_space, probe.max_episode_steps
     stack_padding = getattr(probe, "stack_padding", "repeat")
     proprio_space = getattr(probe, "proprio_space", None)
+    frame_channels = int(getattr(probe, "frame_channels", 3))
     probe.close()
     proprio_shape = None if proprio_space is None else tuple(proprio_space.shape)
-    frame_shape = newest_frame(np.zeros(obs_space.shape, obs_space.dtype), cfg.obs_type).shape
+    frame_shape = newest_frame(np.zeros(obs_space.shape, obs_space.dtype), cfg.obs_type, frame_channels).shape
     per_seed = FrameReplay.memory_bytes(cfg.replay_capacity, frame_shape, obs_space.dtype, act_space.shape,
                                         proprio_shape)
     need, free = per_seed * len(cfg.seeds), psutil.virtual_memory().available
@@ -122,7 +139,7 @@ def preflight(cfg: LoopConfig) -> EnvFacts:
             f"replay: {len(cfg.seeds)} seed(s) x {cfg.replay_capacity:,} transitions need "
             f"{need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB of RAM is free; use a capacity of at "
             f"most ~{fits:,} (--config.agent.replay_capacity) or fewer seeds")
-    return EnvFacts(obs_space, act_space, frame_shape, episode_steps, stack_padding, proprio_shape)
+    return EnvFacts(obs_space, act_space, frame_shape, episode_steps, stack_padding, proprio_shape, frame_channels)
 
 
 def _merge(mask: np.ndarray, new: np.ndarray, old: Optional[np.ndarray]) -> np.ndarray:
@@ -153,13 +170,14 @@ class OffPolicyTrainer:
         self.num_seeds = len(cfg.seeds)
         facts = preflight(cfg)
         obs_space, act_space, self.episode_steps = facts.obs_space, facts.act_space, facts.episode_steps
-        self.obs_shape, self.action_dim = obs_space.shape, int(np.prod(act_space.shape))
-        self.proprio_shape = facts.proprio_shape
+        self.obs_shape, self.action_dim = obs_space.shape, action_size(act_space)
+        self.proprio_shape, self.frame_channels = facts.proprio_shape, facts.frame_channels
         # Metrics written for every update (updates.csv): names or "prefix" for "prefix/..." names.
         self.trace_prefixes = tuple(getattr(agent, "TRACE_METRICS", ()))
         self.double_reset = cfg.mw_double_reset and envs.suite_of(cfg.task) == "metaworld"
         replay_stack = cfg.frame_stack if cfg.obs_type == "pixels" else 1
-        self.replays = [FrameReplay(cfg.replay_capacity, facts.frame_shape, obs_space.dtype, act_space.shape,
+        replay_type = PrioritizedFrameReplay if cfg.prioritized_replay else FrameReplay
+        self.replays = [replay_type(cfg.replay_capacity, facts.frame_shape, obs_space.dtype, act_space.shape,
                                     frame_stack=replay_stack, nstep=cfg.nstep, discount=cfg.discount,
                                     pad_first_frame=facts.stack_padding, proprio_shape=facts.proprio_shape,
                                     check_memory=False) for _ in cfg.seeds]
@@ -173,7 +191,8 @@ class OffPolicyTrainer:
 
         asynchronous = cfg.async_envs if cfg.async_envs is not None else self.num_seeds > 1
         self.train_envs = envs.make_vector(cfg.task, list(cfg.seeds), asynchronous=asynchronous, **env_kwargs(cfg))
-        self.eval_envs = envs.make_vector(cfg.task, list(cfg.seeds), asynchronous=asynchronous, **env_kwargs(cfg))
+        self.eval_envs = envs.make_vector(cfg.task, list(cfg.seeds), asynchronous=asynchronous,
+                                          **env_kwargs(cfg, evaluation=True))
         self.checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
         self.trace: list = []  # (step, {metric: (S,) device array}) of the updates not yet written
 
@@ -199,9 +218,11 @@ class OffPolicyTrainer:
             if pixels:  # the replay sends frames unstacked (a faster host gather); stack them here
                 batch = {**batch, "obs": merge_frames(batch["obs"]), "next_obs": merge_frames(batch["next_obs"])}
             state, metrics = agent.update(state, batch, step, jax.random.fold_in(key, 2 * step + 1))
+            # Prioritized replay: the agent returns each sampled transition's new priority (not a scalar).
+            priorities = metrics.pop("priorities", jnp.zeros(()))
             totals = {k: totals.get(k, 0.0) + v for k, v in metrics.items()}
             trace = {k: v for k, v in metrics.items() if any(k == p or k.startswith(p + "/") for p in traced)}
-            return state, totals, trace
+            return state, totals, trace, priorities
 
         self._act = {mode: jax.jit(seeding.over_seeds(
             lambda s, o, t, k, p, mode=mode: act_one(s, o, t, k, p, mode), strategy, jit=False))
@@ -226,13 +247,22 @@ class OffPolicyTrainer:
         stacked = self.cfg.obs_type != "pixels"
         batch = [r.sample(g, self.cfg.batch_size, stacked=stacked) for r, g in zip(self.replays, self.samplers)]
         batch = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
+        indices = batch.pop("indices", None)  # prioritized replay: where the new priorities go
         steps = jnp.full((self.num_seeds,), self.step, jnp.int32)
         if totals is None:  # the metric names are known only after the first update
             shapes = jax.eval_shape(lambda: self._update(self.states, batch, steps, self.loop_keys, {})[1])
             totals = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        self.states, totals, trace = self._update(self.states, batch, steps, self.loop_keys, totals)
+        self.states, totals, trace, priorities = self._update(self.states, batch, steps, self.loop_keys, totals)
         if trace:  # kept on the device until the next flush, so the update loop never waits for it
             self.trace.append((self.step, trace))
+        if indices is not None:  # the next sample must see them: this waits for the update
+            priorities = np.asarray(priorities)
+            if priorities.shape != indices.shape:
+                raise RuntimeError(f"prioritized replay: the agent's update returned priorities of shape "
+                                   f"{priorities.shape[1:]} per seed, expected one per transition {indices.shape[1:]}; "
+                                   f"its metrics need a 'priorities' entry of shape (batch_size,)")
+            for replay, idx, prio in zip(self.replays, indices, priorities):
+                replay.update_priorities(idx, prio)
         return totals
 
     def flush_trace(self, logger: Logger) -> None:
@@ -364,7 +394,7 @@ class OffPolicyTrainer:
                     new_obs, info = self.train_envs.reset(seed=ep_seeds, options={"reset_mask": need_reset.copy()})
                     obs, proprio = _merge(need_reset, new_obs, obs), self._merged_proprio(need_reset, info, proprio)
                     for i in np.flatnonzero(need_reset):
-                        self.replays[i].add_first(newest_frame(obs[i], cfg.obs_type),
+                        self.replays[i].add_first(newest_frame(obs[i], cfg.obs_type, self.frame_channels),
                                                   proprio=None if proprio is None else proprio[i])
                     if self.double_reset:
                         obs, proprio = self._second_reset(need_reset & (self.episode > 0), obs, proprio)
@@ -388,8 +418,10 @@ class OffPolicyTrainer:
                 discount = np.asarray(info.get("discount", 1.0 - terminated.astype(np.float64)))
                 discount = np.broadcast_to(discount, (n,))
                 proprio = self._proprio(info)
+                stored_reward = reward if cfg.reward_clip is None else np.clip(reward, -cfg.reward_clip, cfg.reward_clip)
                 for i in range(n):
-                    self.replays[i].add(newest_frame(obs[i], cfg.obs_type), action[i], reward[i],
+                    self.replays[i].add(newest_frame(obs[i], cfg.obs_type, self.frame_channels), action[i],
+                                        stored_reward[i],
                                         discount[i], bool(terminated[i]), bool(truncated[i]),
                                         proprio=None if proprio is None else proprio[i])
                 ep_reward += reward
@@ -416,6 +448,9 @@ class OffPolicyTrainer:
                                "buffer_size": len(self.replays[i])}
                         if "episode_success" in info:  # the official metric of the episode that ended
                             row["episode_success"] = float(info["episode_success"][i])
+                        if "game_return" in info and info.get("_game_return", np.ones(n, bool))[i]:
+                            # Atari with life-loss terminals: an episode is a life; the game's score
+                            row["game_return"] = float(info["game_return"][i])
                         row.update({k: float(v[i]) for k, v in means.items()})
                         logger.log_train(row)
                     ep_reward[need_reset], ep_length[need_reset] = 0.0, 0
@@ -445,7 +480,8 @@ class OffPolicyTrainer:
         obs, proprio = _merge(mask, new_obs, obs), self._merged_proprio(mask, info, proprio)
         zero_action = np.zeros(self.replays[0].action_shape, np.float32)
         for i in np.flatnonzero(mask):
-            self.replays[i].add(newest_frame(obs[i], self.cfg.obs_type), zero_action, 0.0, 1.0, False, False,
+            self.replays[i].add(newest_frame(obs[i], self.cfg.obs_type, self.frame_channels), zero_action,
+                                0.0, 1.0, False, False,
                                 proprio=None if proprio is None else proprio[i], restart_stack=True)
         return obs, proprio
 

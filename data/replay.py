@@ -306,6 +306,11 @@ class FrameReplay:
                 f"next {self.nstep} step(s) written in its own episode (nstep_at_episode_end="
                 f"{self.nstep_at_episode_end!r}); add more steps before sampling")
         starts = self._valid_slots[rng.integers(0, self._num_valid, size=batch_size)]
+        return self._transitions(starts, stacked)
+
+    def _transitions(self, starts: np.ndarray, stacked: bool = True) -> dict:
+        """The batch of the given valid start slots (a subclass that chooses its starts calls this)."""
+        batch_size = len(starts)
         window = self._window_len[starts]
 
         # n-step return and discount, vectorised over the batch; the loop runs over the nstep offsets.

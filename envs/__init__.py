@@ -6,7 +6,12 @@ Suites are entries of `SUITES`; a task name belongs to exactly one suite:
 - "metaworld": Meta-World (`envs.metaworld`), `mw_<name>` e.g. `mw_door-open`; needs the pip
   extra `metaworld`;
 - "adroit": Adroit hand (`envs.adroit`), `adroit_door`, `adroit_hammer`, `adroit_pen`; needs the
-  pip extra `adroit`.
+  pip extra `adroit`;
+- "atari": Atari 2600 games through the ALE with Dopamine's preprocessing (`envs.atari`),
+  `atari_<game>` e.g. `atari_pong`, `atari_ms_pacman` (discrete actions, grayscale pixels only);
+  needs the pip extra `atari`;
+- "toy": bsuite's Catch (`envs.toy`), `toy_catch`: a tiny discrete-action pixel task for CI
+  learning tests.
 
 Every task name is registered whether or not its package is installed; making a task whose
 package is missing raises an ImportError that names the extra to install.
@@ -23,7 +28,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium as gym  # noqa: E402
 
-from envs import adroit, dmc, metaworld  # noqa: E402
+from envs import adroit, atari, dmc, metaworld, toy  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +46,8 @@ SUITES: dict[str, Suite] = {
         tasks=tuple(metaworld.TASKS), make=metaworld.MetaWorldEnv, domain_of=metaworld.domain_of
     ),
     "adroit": Suite(tasks=tuple(adroit.TASKS), make=adroit.AdroitEnv, domain_of=adroit.domain_of),
+    "atari": Suite(tasks=tuple(atari.TASKS), make=atari.AtariEnv, domain_of=atari.domain_of),
+    "toy": Suite(tasks=tuple(toy.TASKS), make=toy.CatchEnv, domain_of=toy.domain_of),
 }
 
 TASKS: list[str] = sorted(task for suite in SUITES.values() for task in suite.tasks)
@@ -51,12 +58,15 @@ def suite_of(task: str) -> str:
     for name, suite in SUITES.items():
         if task in suite.tasks:
             return name
+    if task.startswith(atari.TASK_PREFIX):
+        atari.resolve(task)  # its message names close games instead of listing every task
     raise ValueError(f"Unknown task {task!r}. Valid tasks: {', '.join(TASKS)}")
 
 
 def make(task: str, **kwargs: Any) -> gym.Env:
     """Creates the environment of `task`; kwargs go to its suite's constructor (DMCEnv,
-    MetaWorldEnv or AdroitEnv), e.g. obs_type, seed, action_repeat, frame_stack, image_size."""
+    MetaWorldEnv, AdroitEnv, AtariEnv or CatchEnv), e.g. obs_type, seed, action_repeat,
+    frame_stack, image_size."""
     return SUITES[suite_of(task)].make(task, **kwargs)
 
 
