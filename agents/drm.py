@@ -67,6 +67,9 @@ class Config(drqv2.Config):
     dormant_activation: str = "official"  # S2 hooks + in-place ReLU: trunk pre-LN, hidden post-ReLU, output pre-tanh
     dormant_network: str = "actor"  # S2 drm.py update: cal_dormant_ratio(self.actor, ...) only
     dormant_include_output_layer: bool = True  # S2 cal_dormant_ratio hooks every nn.Linear, output included
+    # With a token head (drqv2 `head`): count its Dense layers (token mixer / experts) in beta, units
+    # averaged over batch and tokens (or slots); spec §4.7 `dormant_include_moe` [DESIGN SUGGESTION].
+    dormant_include_moe: bool = True
     target_dormant_ratio: float = 0.2  # S2 drm.yaml target_dormant_ratio (beta_hat)
     # Mechanism 1: perturbation (§2.2).
     perturb: bool = True  # pixax switch: False turns the perturbation off
@@ -321,7 +324,7 @@ class DrMState(drqv2.DrQV2State):
 
 def value_network(config: Config) -> actor_critic.Value:
     return actor_critic.Value(config.feature_dim, config.hidden_dim, dtype=drqv2.COMPUTE_DTYPES[config.compute_dtype],
-                              proprio_dim=config.proprio_dim)
+                              proprio_dim=config.proprio_dim, head=drqv2.trunk_head(config))
 
 
 def value_of(state: "DrMState", value_params: Params, features: jnp.ndarray,
@@ -457,6 +460,17 @@ def critic_layers(config: Config, critic_params: Params) -> Dict[str, dormant.De
     return layers
 
 
+def _token_head_layers(config: Config, raw: Dict[str, jnp.ndarray]):
+    """The raw outputs to measure and the descriptions of a token head's Dense layers ("trunk/head/...":
+    each expert / token-mixer MLP is Dense -> ReLU -> Dense): the first measured after its ReLU as the
+    official rule does for hidden layers, the second raw. Without dormant_include_moe they are dropped."""
+    head = {name for name in raw if name.startswith("trunk/head/")}
+    kept = {name: value for name, value in raw.items() if name not in head or config.dormant_include_moe}
+    layers = {name: dormant.DenseLayer(nn.relu, inplace_relu=True) if name.endswith("dense_0")
+              else dormant.DenseLayer(_identity) for name in head}
+    return kept, layers
+
+
 def measure_dormant_ratio(state: DrMState, features: jnp.ndarray, action: jnp.ndarray,
                           proprio: Optional[jnp.ndarray] = None) -> dormant.DormantRatio:
     """beta of `dormant_network` on a batch of encoder features (detached); layers named
@@ -473,6 +487,8 @@ def measure_dormant_ratio(state: DrMState, features: jnp.ndarray, action: jnp.nd
     for prefix, module, params, inputs, layer_table in parts:
         raw = dormant.dense_outputs(module, params, *inputs, **extra)
         layers = layer_table(config, params)
+        raw, head_layers = _token_head_layers(config, raw)
+        layers.update(head_layers)
         for name, value in dormant.measured_activations(raw, layers, config.dormant_activation).items():
             if config.dormant_include_output_layer or not layers[name].is_output:
                 measured[f"{prefix}/{name}"] = value

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from core import augment, schedules
-from networks import actor_critic, encoders
+from networks import actor_critic, encoders, tokens
 
 Params = Any
 Metrics = Dict[str, jnp.ndarray]
@@ -63,6 +63,16 @@ class Config:
     feature_dim: int = 50  # S1 config.yaml feature_dim; 100 for humanoid_*
     hidden_dim: int = 1024  # S1 agent hidden_dim
     state_encoder_dim: int = 256  # pixax's choice: StateEncoder width for obs_type="states"
+    # Trunk head ("Don't flatten, tokenize!", spec §4.7 [DESIGN SUGGESTION], not in DrQ-v2): "flatten"
+    # is DrQ-v2; "tokenize" / "softmoe" tokenize the encoder's 35x35x32 map inside each trunk.
+    head: str = "flatten"
+    head_tokenizer: str = "patch"  # §4.7: patch 5 -> 7x7 = 49 tokens of head_embed_dim
+    head_patch_size: int = 5
+    head_embed_dim: int = 64
+    head_num_experts: int = 1  # §4.7: SoftMoE-1
+    head_slots: int = 16  # §4.7: total slots, head_slots / head_num_experts per expert
+    head_expert_hidden: int = 256  # §4.7
+    head_aggregate: str = "flatten"  # 49 x 64 = 3136 features into the trunk's Dense
     # Critic.
     critic_target_tau: float = 0.01  # S1 agent critic_target_tau (EMA of all critic params)
     # Exploration / policy noise.
@@ -110,6 +120,16 @@ class Config:
             ("feature_dim", self.feature_dim >= 1, ">= 1"),
             ("hidden_dim", self.hidden_dim >= 1, ">= 1"),
             ("state_encoder_dim", self.state_encoder_dim >= 1, ">= 1"),
+            ("head", self.head in tokens.HEADS and (self.head == "flatten" or self.obs_type == "pixels"),
+             f"one of {tokens.HEADS}; token heads need obs_type='pixels' (an encoder feature map)"),
+            ("head_tokenizer", self.head_tokenizer in tokens.TOKENIZERS, f"one of {tokens.TOKENIZERS}"),
+            ("head_aggregate", self.head_aggregate in tokens.AGGREGATES, f"one of {tokens.AGGREGATES}"),
+            ("head_patch_size", self.head_patch_size >= 1, ">= 1"),
+            ("head_embed_dim", self.head_embed_dim >= 1, ">= 1"),
+            ("head_num_experts", self.head_num_experts >= 1, ">= 1"),
+            ("head_slots", self.head_slots >= self.head_num_experts and self.head_slots % self.head_num_experts == 0,
+             f"a positive multiple of head_num_experts={self.head_num_experts}"),
+            ("head_expert_hidden", self.head_expert_hidden >= 1, ">= 1"),
             ("critic_target_tau", 0 < self.critic_target_tau <= 1, "in (0, 1]"),
             ("stddev_clip", self.stddev_clip >= 0, ">= 0"),
             ("num_expl_steps", self.num_expl_steps >= 0, ">= 0"),
@@ -224,19 +244,31 @@ def proprio_dim(config: Config) -> int:
     return getattr(config, "proprio_dim", 0)
 
 
+def trunk_head(config: Config) -> Tuple[Tuple[str, Any], ...]:
+    """The tokens.Head settings of every trunk, as (name, value) pairs; () for DrQ-v2's flat features."""
+    if config.head == "flatten":
+        return ()
+    return (("kind", config.head), ("tokenizer", config.head_tokenizer), ("patch_size", config.head_patch_size),
+            ("embed_dim", config.head_embed_dim), ("num_experts", config.head_num_experts),
+            ("slots_per_expert", config.head_slots // config.head_num_experts),
+            ("expert_hidden", config.head_expert_hidden), ("aggregate", config.head_aggregate))
+
+
 def networks(config: Config, action_dim: int) -> Networks:
     """The flax modules (stateless descriptions; params live in the agent state)."""
     dtype = COMPUTE_DTYPES[config.compute_dtype]
+    head = trunk_head(config)
     if config.obs_type == "pixels":
-        encoder = encoders.PixelEncoder(dtype=dtype)
+        encoder = encoders.PixelEncoder(dtype=dtype, flatten=not head)
     else:
         encoder = encoders.StateEncoder(hidden_dim=config.state_encoder_dim, dtype=dtype)
     fusion = proprio_dim(config)
-    actor = actor_critic.Actor(action_dim, config.feature_dim, config.hidden_dim, dtype=dtype, proprio_dim=fusion)
+    actor = actor_critic.Actor(action_dim, config.feature_dim, config.hidden_dim, dtype=dtype, proprio_dim=fusion,
+                               head=head)
     critic = actor_critic.Critic(config.feature_dim, config.hidden_dim, dtype=dtype,
                                  hidden_dropout=getattr(config, "critic_hidden_dropout", 0.0),
                                  hidden_layer_norm=getattr(config, "critic_hidden_layer_norm", False),
-                                 proprio_dim=fusion)
+                                 proprio_dim=fusion, head=head)
     return Networks(encoder, actor, critic)
 
 

@@ -4,6 +4,10 @@ Each network has its own trunk Dense(feature_dim) -> LayerNorm -> tanh that proj
 output (39200 for 84x84 pixels) down to `feature_dim`; the heads are MLPs with `hidden_dim` units.
 All heads return float32, whatever the compute dtype.
 
+With a token head (`head`: the settings of a `networks.tokens.Head`, "Don't flatten, tokenize!", spec
+§4.7) the encoder gives its feature map (B, h, w, d) instead of the flat vector, and each trunk first
+tokenizes and mixes it with its own Head, then projects with the same Dense -> LayerNorm -> tanh.
+
 Two options of DrM's official Meta-World and Adroit networks (spec §2.6, §2.7), off by default (then
 the modules, their params and their outputs are exactly DrQ-v2's):
   * `proprio_dim > 0` (actor, critic, V; Adroit): after the trunk, h <- Fusion(h + StateMLP(s)) for
@@ -21,18 +25,29 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from networks.mlp import MLP, dense, layer_norm
+from networks.tokens import Head
 
 Dtype = Any
 
 
 class Trunk(nn.Module):
-    """Dense(feature_dim) -> LayerNorm(eps 1e-5) -> tanh. Also returns the raw Dense output (pre-LayerNorm)."""
+    """Dense(feature_dim) -> LayerNorm(eps 1e-5) -> tanh. Also returns the raw Dense output (pre-LayerNorm).
+
+    `head`: (name, value) pairs of a tokens.Head, applied first to a feature map (B, h, w, d); empty
+    (the default, DrQ-v2) for flat features.
+    """
 
     feature_dim: int
     dtype: Dtype = jnp.float32
+    head: Tuple[Tuple[str, Any], ...] = ()
 
     @nn.compact
     def __call__(self, features: jnp.ndarray) -> Tuple[jnp.ndarray, jnp.ndarray]:
+        if self.head:
+            features = Head(**dict(self.head), dtype=self.dtype, name="head")(features, noisy=False)
+        elif features.ndim != 2:
+            raise ValueError(f"{type(self).__name__} without a token head takes flat features (B, D), "
+                             f"got {features.shape}")
         projected = dense(self.feature_dim, self.dtype, "dense")(features)
         return jnp.tanh(layer_norm(self.dtype)(projected)), projected
 
@@ -89,12 +104,13 @@ class Actor(nn.Module):
     hidden_dim: int = 1024
     dtype: Dtype = jnp.float32
     proprio_dim: int = 0  # > 0: ProprioFusion after the trunk (DrM Adroit)
+    head: Tuple[Tuple[str, Any], ...] = ()  # token head of the trunk (see Trunk); () = flat features
 
     @nn.compact
     def __call__(self, features: jnp.ndarray, return_activations: bool = False,
                  proprio: Optional[jnp.ndarray] = None
                  ) -> Union[jnp.ndarray, Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]]:
-        h, trunk_out = Trunk(self.feature_dim, self.dtype, name="trunk")(features)
+        h, trunk_out = Trunk(self.feature_dim, self.dtype, self.head, name="trunk")(features)
         h, fusion_outs = _fuse(self, h, proprio, return_activations=True)
         out, dense_outs = MLP((self.hidden_dim, self.hidden_dim, self.action_dim), dtype=self.dtype,
                               name="policy")(h, return_activations=True)
@@ -146,11 +162,12 @@ class Critic(nn.Module):
     hidden_dropout: float = 0.0  # DrM Meta-World: 0.01
     hidden_layer_norm: bool = False  # DrM Meta-World: True
     proprio_dim: int = 0  # > 0: ProprioFusion after the trunk (DrM Adroit)
+    head: Tuple[Tuple[str, Any], ...] = ()  # token head of the trunk (see Trunk); () = flat features
 
     @nn.compact
     def __call__(self, features: jnp.ndarray, action: jnp.ndarray, proprio: Optional[jnp.ndarray] = None,
                  deterministic: bool = True) -> Tuple[jnp.ndarray, jnp.ndarray]:
-        h, _ = Trunk(self.feature_dim, self.dtype, name="trunk")(features)
+        h, _ = Trunk(self.feature_dim, self.dtype, self.head, name="trunk")(features)
         h = _fuse(self, h, proprio)
         h_action = jnp.concatenate([h, action.astype(h.dtype)], axis=-1)
         if self.hidden_dropout > 0 or self.hidden_layer_norm:
@@ -174,10 +191,11 @@ class Value(nn.Module):
     hidden_dim: int = 1024
     dtype: Dtype = jnp.float32
     proprio_dim: int = 0  # > 0: ProprioFusion after the trunk (DrM Adroit)
+    head: Tuple[Tuple[str, Any], ...] = ()  # token head of the trunk (see Trunk); () = flat features
 
     @nn.compact
     def __call__(self, features: jnp.ndarray, proprio: Optional[jnp.ndarray] = None) -> jnp.ndarray:
-        h, _ = Trunk(self.feature_dim, self.dtype, name="trunk")(features)
+        h, _ = Trunk(self.feature_dim, self.dtype, self.head, name="trunk")(features)
         h = _fuse(self, h, proprio)
         v = MLP((self.hidden_dim, self.hidden_dim, 1), dtype=self.dtype, name="value")(h)
         return v[..., 0].astype(jnp.float32)

@@ -110,7 +110,7 @@ def _captured(module: nn.Module, variables, args, kwargs, types: Tuple[type, ...
         for key, value in tree.items():
             if key == "__call__":
                 flat["/".join(path)] = value
-            else:
+            elif isinstance(value, Mapping):  # other leaves are values a module sowed itself
                 walk(value, path + (key,))
 
     walk(state.get("intermediates", {}), ())  # absent when the module calls no such layer

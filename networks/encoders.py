@@ -20,13 +20,15 @@ class PixelEncoder(nn.Module):
     """DrQ-v2 encoder (spec §1.4): x/255 - 0.5, Conv3x3 s2, ReLU, 3 x [Conv3x3 s1, ReLU], flatten.
 
     Input: channel-last pixels (B, H, W, C) (uint8, or float in [0, 255]); for (B, 84, 84, 9) the
-    output is (B, 35 * 35 * 32) = (B, 39200). VALID padding as in PyTorch's default. Flatten order is
+    output is (B, 35 * 35 * 32) = (B, 39200), or the map (B, 35, 35, 32) with flatten=False (for a
+    token head, networks/tokens.py). VALID padding as in PyTorch's default. Flatten order is
     (H, W, C), not PyTorch's (C, H, W): irrelevant unless porting official weights.
     """
 
     num_filters: int = 32
     num_layers: int = 4
     dtype: Dtype = jnp.float32
+    flatten: bool = True
 
     @nn.compact
     def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
@@ -45,7 +47,7 @@ class PixelEncoder(nn.Module):
                 name=f"conv_{i}",
             )(x)
             x = nn.relu(x)
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], -1) if self.flatten else x
 
 
 class StateEncoder(nn.Module):
