@@ -9,8 +9,8 @@ Three pieces:
   leaves are all 0 sums to exactly 0 and is never entered.
 * `PrioritizedFrameReplay`: `FrameReplay` (data/replay.py: frame deduplication, n-step windows,
   episode and wrap-around validity) whose valid starts are drawn in proportion to their priorities.
-* `importance_weights`, `priorities_from_loss`: the loss weights and new priorities of Dopamine's
-  full Rainbow agent (jax/agents/full_rainbow/full_rainbow_agent.py, used unchanged by the MoE lab).
+The loss weights and new priorities of Dopamine's full Rainbow agent are the agent's
+(agents/rainbow.py: per_loss_weights, priorities_from_loss); the loop passes the new priorities back.
 
 Dopamine's rules, as followed here:
   * a new transition gets the largest priority ever set (`max_recorded_priority`, initially 1.0;
@@ -43,7 +43,6 @@ import numpy as np
 from data.replay import FrameReplay
 
 # Dopamine's guard against zero losses (priority sqrt(1e-10) = 1e-5 > 0) and zero probabilities.
-_DOPAMINE_EPSILON = 1e-10
 
 
 def _checked_priorities(priorities, expected_shape: tuple) -> np.ndarray:
@@ -297,28 +296,3 @@ class PrioritizedFrameReplay(FrameReplay):
                                  f"{stray[:5].tolist()}")
         super().load_state_dict(d)
         self._tree = tree
-
-
-def importance_weights(probabilities, exponent: float = 0.5):
-    """Loss weights (p + 1e-10) ** -exponent divided by their batch maximum (largest weight 1).
-
-    With exponent 0.5 this is Dopamine's full Rainbow weighting, 1 / sqrt(p + 1e-10) normalised by
-    the batch max, p = batch["probabilities"]. Array operators only, so it works on numpy arrays
-    and on jax arrays inside jit; returns the same kind of array.
-    """
-    if not hasattr(probabilities, "shape"):
-        probabilities = np.asarray(probabilities, np.float32)
-    weights = (probabilities + _DOPAMINE_EPSILON) ** (-exponent)
-    return weights / weights.max()
-
-
-def priorities_from_loss(loss):
-    """New priorities from per-sample losses: sqrt(loss + 1e-10), Dopamine's full Rainbow rule
-    (sqrt: the priority exponent 0.5 of Rainbow; 1e-10 keeps a zero loss drawable).
-
-    A negative loss (a rounding artefact of the cross-entropy) is taken as 0, where Dopamine's
-    formula would give NaN; for loss >= 0 the values are Dopamine's. Works on numpy and jax arrays.
-    """
-    if not hasattr(loss, "shape"):
-        loss = np.asarray(loss, np.float32)
-    return (loss * (loss > 0) + _DOPAMINE_EPSILON) ** 0.5

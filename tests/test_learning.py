@@ -58,3 +58,50 @@ def test_drm_states_learns_cartpole_balance(tmp_path):
     metrics = np.genfromtxt(tmp_path / "metrics.csv", delimiter=",", names=True)
     assert np.nanmax(metrics["perturbed"]) > 0  # the perturbation did fire
     assert np.all(np.isfinite(metrics["dormant_ratio"][~np.isnan(metrics["dormant_ratio"])]))
+
+
+# DQN from pixels on Catch (envs/toy.py: 20x20 pixels, 9 steps per episode, +1 for a catch, -1 for a
+# miss), one test per head of "Don't flatten, tokenize!". A random policy scores about -0.6 and an
+# untrained greedy one about the same; the threshold 0.8 (9 catches in 10) needs a learned policy.
+# The "toy" tier of agents/dqn.py (lr 5e-4, one update per step, target period 200) learns it in
+# ~2-3k steps; a 2-seed run measured 1.0 for both seeds at 3000 frames with flatten and softmoe heads.
+CATCH_FRAMES = 4000
+CATCH_THRESHOLD = 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", ["flatten", "tokenize", "softmoe"])
+def test_dqn_pixels_learns_catch_with_each_head(tmp_path, head):
+    from agents import dqn
+    from core import launch
+
+    config = launch.base_config(dqn.Config, "toy_catch")
+    config.seeds, config.root, config.progress, config.save_video = "0", str(tmp_path), False, False
+    # one step past CATCH_FRAMES so that the evaluation at CATCH_FRAMES runs
+    config.agent.head, config.agent.num_train_frames, config.agent.eval_every_frames = head, CATCH_FRAMES + 1, 2000
+    summary = launch.run(dqn, "dqn", config)
+    rows = np.genfromtxt(f"{summary['run_dir']}/eval.csv", delimiter=",", names=True)
+    first, last = rows[rows["frame"] == 0]["episode_reward"], rows[rows["frame"] == CATCH_FRAMES]["episode_reward"]
+    print(f"{head}: eval returns at 0 and {CATCH_FRAMES} frames: {first} {last}")
+    assert first.mean() < 0.5 and len(last) == 1
+    assert last.mean() >= CATCH_THRESHOLD, (head, last)
+
+
+@pytest.mark.slow
+def test_rainbow_pixels_learns_catch(tmp_path):
+    """Rainbow (C51, dueling, double, noisy nets, prioritized replay) with the Nature CNN, one-step
+    returns and batch-shared noise (per-sample noise is slow on a CPU); measured 1.0 from 4000 frames."""
+    from agents import rainbow
+    from core import launch
+
+    config = launch.base_config(rainbow.Config, "toy_catch")
+    config.seeds, config.root, config.progress, config.save_video = "0", str(tmp_path), False, False
+    for name, value in dict(encoder="nature", nstep=1, per_sample_noise=False, num_train_frames=5001,
+                            eval_every_frames=5000).items():
+        config.agent[name] = value
+    summary = launch.run(rainbow, "rainbow", config)
+    rows = np.genfromtxt(f"{summary['run_dir']}/eval.csv", delimiter=",", names=True)
+    first, last = rows[rows["frame"] == 0]["episode_reward"], rows[rows["frame"] == 5000]["episode_reward"]
+    print(f"rainbow: eval returns at 0 and 5000 frames: {first} {last}")
+    assert first.mean() < 0.5 and len(last) == 1
+    assert last.mean() >= CATCH_THRESHOLD, last

@@ -4,12 +4,11 @@ has (episodes, terminations, wrap-around), reusing test_replay's reference of va
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data.prioritized import PrioritizedFrameReplay, SumTree, importance_weights, priorities_from_loss
+from agents.rainbow import per_loss_weights
+from data.prioritized import PrioritizedFrameReplay, SumTree
 from data.replay import FrameReplay, merge_frames
 from test_replay import ACTION_SHAPE, GAMMA, check_samples, feed, make_stream, reference_transitions
 
@@ -284,25 +283,9 @@ def test_weights_from_sampled_probabilities_by_hand():
     batch = replay.sample(np.random.default_rng(0), 64)
     expected = np.array([25.0, 6.25, 1.0])[batch["indices"]] / 32.25
     np.testing.assert_allclose(batch["probabilities"], expected, rtol=1e-6)
-    weights = importance_weights(batch["probabilities"])
+    weights = per_loss_weights(batch["probabilities"])
     np.testing.assert_allclose(weights, np.array([0.2, 0.4, 1.0])[batch["indices"]], rtol=1e-5)
     assert set(batch["indices"].tolist()) == {0, 1, 2}
-
-
-def test_importance_weights_and_priorities_by_hand():
-    probabilities = np.array([0.5, 0.125, 0.02], np.float32)
-    # 1/sqrt(p) = 1.41421, 2.82843, 7.07107; divided by the max: sqrt(0.02 / p).
-    np.testing.assert_allclose(importance_weights(probabilities), [0.2, 0.4, 1.0], rtol=1e-5)
-    np.testing.assert_allclose(importance_weights(probabilities, exponent=1.0), [0.04, 0.16, 1.0], rtol=1e-5)
-    np.testing.assert_allclose(importance_weights([0.25, 0.25]), [1.0, 1.0])
-    jitted = jax.jit(importance_weights)(jnp.asarray(probabilities))
-    np.testing.assert_allclose(np.asarray(jitted), [0.2, 0.4, 1.0], rtol=1e-5)
-
-    loss = np.array([0.0, 4.0, 0.25, -1e-7], np.float32)
-    expected = [1e-5, 2.0, 0.5, 1e-5]  # sqrt(loss + 1e-10); a negative rounding artefact counts as 0
-    np.testing.assert_allclose(priorities_from_loss(loss), expected, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(jax.jit(priorities_from_loss)(jnp.asarray(loss))), expected, rtol=1e-5)
-    assert np.isnan(priorities_from_loss(np.array([np.nan]))[0])  # and update_priorities rejects it
 
 
 def test_state_dict_round_trip_samples_identically():
