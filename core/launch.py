@@ -44,10 +44,15 @@ def base_config(agent_config_cls, task: str = "cartpole_swingup") -> config_dict
     c.async_envs = "auto"              # auto | true | false: environments in subprocesses
     c.progress = True
     c.mw_double_reset = True           # Meta-World only: store the official trainer's second reset per episode
-    hints = typing.get_type_hints(agent_config_cls)
-    c.agent = config_dict.ConfigDict({f.name: config_dict.placeholder(_plain_type(hints[f.name]))
-                                      for f in dataclasses.fields(agent_config_cls) if f.name != "obs_type"})
+    c.agent = agent_placeholders(agent_config_cls)
     return c
+
+
+def agent_placeholders(agent_config_cls) -> config_dict.ConfigDict:
+    """One unset flag per field of the agent's Config (obs_type is a launcher flag)."""
+    hints = typing.get_type_hints(agent_config_cls)
+    return config_dict.ConfigDict({f.name: config_dict.placeholder(_plain_type(hints[f.name]))
+                                   for f in dataclasses.fields(agent_config_cls) if f.name != "obs_type"})
 
 
 def _plain_type(annotation) -> type:

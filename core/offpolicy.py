@@ -337,12 +337,13 @@ class OffPolicyTrainer:
                     has_success = True
                     successes += np.where(finished, np.asarray(info["episode_success"], np.float64), 0.0)
                 done |= finished
-                if finished.any() and not done.all():
+                ended = terminated | truncated  # also environments already done (their steps are ignored)
+                if ended.any() and not done.all():
                     # The others go on; an ended environment must not be stepped again, so it restarts
                     # (its steps are ignored until the next evaluation episode resets it with its seed).
-                    obs, info = self.eval_envs.reset(options={"reset_mask": finished.copy()})
+                    obs, info = self.eval_envs.reset(options={"reset_mask": ended.copy()})
                     if proprio is not None:
-                        proprio = _merge(finished, self._proprio(info), proprio)
+                        proprio = _merge(ended, self._proprio(info), proprio)
         frame = self.step * cfg.action_repeat
         returns = totals / cfg.num_eval_episodes
         for i, seed in enumerate(cfg.seeds):
