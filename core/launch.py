@@ -30,12 +30,12 @@ OBS_TYPES = ("pixels", "states")
 ASYNC_ENVS = ("auto", "true", "false")
 
 
-def base_config(agent_config_cls, task: str = "cartpole_swingup") -> config_dict.ConfigDict:
+def base_config(agent_config_cls, task: str = "cartpole_swingup", obs: str = "pixels") -> config_dict.ConfigDict:
     """The launcher flags; `agent` holds one unset field per field of the agent's Config."""
     c = config_dict.ConfigDict()
     c.task = task
     c.seeds = "0"                      # comma-separated: "0,1,2,3" trains 4 seeds in one process
-    c.obs = "pixels"                   # pixels | states
+    c.obs = obs                        # pixels | states
     c.root = "runs"                    # run directories go to <root>/<agent>/<task>/<timestamp>
     c.checkpoint_every_frames = 100_000
     c.save_video = True
@@ -175,8 +175,8 @@ def main(agent_module, agent_name: str) -> None:
     from absl import app, flags
     from ml_collections import config_flags
 
-    default_task = getattr(agent_module, "DEFAULT_TASK", "cartpole_swingup")
-    config = config_flags.DEFINE_config_dict("config", base_config(agent_module.Config, default_task))
+    defaults = (getattr(agent_module, "DEFAULT_TASK", "cartpole_swingup"), getattr(agent_module, "DEFAULT_OBS", "pixels"))
+    config = config_flags.DEFINE_config_dict("config", base_config(agent_module.Config, *defaults))
     resume = flags.DEFINE_string("resume", "", "a run directory to continue exactly where it stopped")
 
     def run_from_flags(argv):

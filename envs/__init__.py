@@ -10,6 +10,8 @@ Suites are entries of `SUITES`; a task name belongs to exactly one suite:
 - "atari": Atari 2600 games through the ALE with Dopamine's preprocessing (`envs.atari`),
   `atari_<game>` e.g. `atari_pong`, `atari_ms_pacman` (discrete actions, grayscale pixels only);
   needs the pip extra `atari`;
+- "gym": gymnasium's MuJoCo v5 tasks (`envs.gym_mujoco`), named by their gymnasium ids, e.g.
+  `HalfCheetah-v5`, `Hopper-v5` (states only; actions in [-1, 1], rescaled to the task's bounds);
 - "toy": bsuite's Catch (`envs.toy`), `toy_catch`: a tiny discrete-action pixel task for CI
   learning tests.
 
@@ -28,7 +30,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium as gym  # noqa: E402
 
-from envs import adroit, atari, dmc, metaworld, toy  # noqa: E402
+from envs import adroit, atari, dmc, gym_mujoco, metaworld, toy  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,7 @@ SUITES: dict[str, Suite] = {
     ),
     "adroit": Suite(tasks=tuple(adroit.TASKS), make=adroit.AdroitEnv, domain_of=adroit.domain_of),
     "atari": Suite(tasks=tuple(atari.TASKS), make=atari.AtariEnv, domain_of=atari.domain_of),
+    "gym": Suite(tasks=tuple(gym_mujoco.TASKS), make=gym_mujoco.GymMujocoEnv, domain_of=gym_mujoco.domain_of),
     "toy": Suite(tasks=tuple(toy.TASKS), make=toy.CatchEnv, domain_of=toy.domain_of),
 }
 
@@ -65,7 +68,7 @@ def suite_of(task: str) -> str:
 
 def make(task: str, **kwargs: Any) -> gym.Env:
     """Creates the environment of `task`; kwargs go to its suite's constructor (DMCEnv,
-    MetaWorldEnv, AdroitEnv, AtariEnv or CatchEnv), e.g. obs_type, seed, action_repeat,
+    MetaWorldEnv, AdroitEnv, AtariEnv, GymMujocoEnv or CatchEnv), e.g. obs_type, seed, action_repeat,
     frame_stack, image_size."""
     return SUITES[suite_of(task)].make(task, **kwargs)
 
