@@ -172,16 +172,22 @@ def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: s
 
 def main(agent_module, agent_name: str) -> None:
     """The command line of a launcher: `--config.*` flags (ml_collections) and `--resume`."""
+    defaults = (getattr(agent_module, "DEFAULT_TASK", "cartpole_swingup"), getattr(agent_module, "DEFAULT_OBS", "pixels"))
+    command_line(base_config(agent_module.Config, *defaults),
+                 lambda config, resume: run(agent_module, agent_name, config, resume=resume))
+
+
+def command_line(defaults: config_dict.ConfigDict, run_fn) -> None:
+    """absl flags `--config.*` over `defaults` and `--resume`, then run_fn(config, resume)."""
     from absl import app, flags
     from ml_collections import config_flags
 
-    defaults = (getattr(agent_module, "DEFAULT_TASK", "cartpole_swingup"), getattr(agent_module, "DEFAULT_OBS", "pixels"))
-    config = config_flags.DEFINE_config_dict("config", base_config(agent_module.Config, *defaults))
+    config = config_flags.DEFINE_config_dict("config", defaults)
     resume = flags.DEFINE_string("resume", "", "a run directory to continue exactly where it stopped")
 
     def run_from_flags(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --config.<name>=<value>)")
-        run(agent_module, agent_name, config.value, resume=resume.value)
+        run_fn(config.value, resume.value)
 
     app.run(run_from_flags)

@@ -292,16 +292,6 @@ def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: s
 
 
 def main(agent_module, agent_name: str, task: str, dataset: str) -> None:
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config = config_flags.DEFINE_config_dict("config", base_config(agent_module.Config, task, dataset))
-    resume = flags.DEFINE_string("resume", "", "a run directory to continue exactly where it stopped")
-
-    def run_from_flags(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --config.<name>=<value>)")
-        run(agent_module, agent_name, config.value, resume=resume.value)
-
-    app.run(run_from_flags)
-
+    """The command line of an offline launcher: `--config.*` flags and `--resume`."""
+    launch.command_line(base_config(agent_module.Config, task, dataset),
+                        lambda config, resume: run(agent_module, agent_name, config, resume=resume))
