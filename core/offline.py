@@ -62,11 +62,20 @@ class OfflineConfig:
     progress: bool = True
 
 
-def prepare_data(agent, agent_config, cfg: OfflineConfig, obs_shape: tuple, action_dim: int):
+def task_shapes(task: str) -> tuple[tuple, int]:
+    """(observation shape, action dimension) of a state-based task."""
+    probe = envs.make(task, obs_type="states")
+    shapes = tuple(probe.observation_space.shape), int(np.prod(probe.action_space.shape))
+    probe.close()
+    return shapes
+
+
+def prepare_data(agent, agent_config, cfg: OfflineConfig, obs_shape: tuple, action_dim: int, dataset=None):
     """Loads and checks the dataset, relabels it with HUBL if asked, and returns (device arrays in the
     agent's batch layout, obs_mean, obs_std, dataset). The agent normalizes states and transforms
     rewards (`agent.dataset_arrays`), so its act and its updates use the same statistics."""
-    dataset = datasets.load_dataset(cfg.dataset, root=cfg.dataset_root)
+    if dataset is None:
+        dataset = datasets.load_dataset(cfg.dataset, root=cfg.dataset_root)
     datasets.check_shapes(dataset, obs_shape, action_dim)
     rewards, discounts = dataset.rewards, None
     if cfg.hubl != "none":
@@ -80,12 +89,10 @@ def prepare_data(agent, agent_config, cfg: OfflineConfig, obs_shape: tuple, acti
 class OfflineTrainer:
     """Trains one offline agent module on S seeds of one dataset."""
 
-    def __init__(self, agent, agent_config, cfg: OfflineConfig, run_dir: str):
+    def __init__(self, agent, agent_config, cfg: OfflineConfig, run_dir: str, dataset=None):
         self.agent, self.agent_config, self.cfg, self.run_dir = agent, agent_config, cfg, run_dir
-        probe = envs.make(cfg.task, obs_type="states")
-        obs_shape, action_dim = probe.observation_space.shape, int(np.prod(probe.action_space.shape))
-        probe.close()
-        self.data, mean, std, dataset = prepare_data(agent, agent_config, cfg, obs_shape, action_dim)
+        obs_shape, action_dim = task_shapes(cfg.task)
+        self.data, mean, std, dataset = prepare_data(agent, agent_config, cfg, obs_shape, action_dim, dataset)
         # PRDC: the nearest-neighbour index over the dataset's (beta * state, action) keys, built once
         self.constraint = agent.build_constraint(self.data, agent_config) if hasattr(agent, "build_constraint") else None
         self.random_return, self.expert_return = datasets.reference_returns(dataset)
@@ -269,9 +276,11 @@ def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: s
                 raise ValueError(f"--resume={resume!r} is a run of agent {saved.get('agent')!r}, not {agent_name!r}")
             config = config_dict.ConfigDict(saved["launcher"])
         agent_config, loop = resolve(agent_module, config)
+        dataset = datasets.load_dataset(loop.dataset, root=loop.dataset_root)  # a bad dataset stops here,
+        datasets.check_shapes(dataset, *task_shapes(loop.task))  # and so does one that does not fit the task
         if not resume:
             run_dir = runlog.new_run_dir(config.root, agent_name, config.task)
-        trainer = OfflineTrainer(agent_module, agent_config, loop, run_dir)
+        trainer = OfflineTrainer(agent_module, agent_config, loop, run_dir, dataset)
         if not resume:
             runlog.write_config(run_dir, {
                 "agent": agent_name, "task": config.task, "dataset": config.dataset, "launcher": config.to_dict(),
