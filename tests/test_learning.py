@@ -79,7 +79,7 @@ def test_dqn_pixels_learns_catch_with_each_head(tmp_path, head):
     config = launch.base_config(dqn.Config, "toy_catch")
     config.seeds, config.root, config.progress, config.save_video = "0", str(tmp_path), False, False
     # one step past CATCH_FRAMES so that the evaluation at CATCH_FRAMES runs
-    config.agent.head, config.agent.num_train_frames, config.agent.eval_every_frames = head, CATCH_FRAMES + 1, 2000
+    config.agent.head, config.agent.num_train_frames, config.agent.eval_every_frames = head, CATCH_FRAMES + 1, CATCH_FRAMES
     summary = launch.run(dqn, "dqn", config)
     rows = np.genfromtxt(f"{summary['run_dir']}/eval.csv", delimiter=",", names=True)
     first, last = rows[rows["frame"] == 0]["episode_reward"], rows[rows["frame"] == CATCH_FRAMES]["episode_reward"]
