@@ -91,18 +91,18 @@ def test_dqn_pixels_learns_catch_with_each_head(tmp_path, head):
 @pytest.mark.slow
 def test_rainbow_pixels_learns_catch(tmp_path):
     """Rainbow (C51, dueling, double, noisy nets, prioritized replay) with the Nature CNN, one-step
-    returns and batch-shared noise (per-sample noise is slow on a CPU); measured 1.0 from 4000 frames."""
+    returns and batch-shared noise (per-sample noise is slow on a CPU); measured 1.0 at 4000 frames."""
     from agents import rainbow
     from core import launch
 
     config = launch.base_config(rainbow.Config, "toy_catch")
     config.seeds, config.root, config.progress, config.save_video = "0", str(tmp_path), False, False
-    for name, value in dict(encoder="nature", nstep=1, per_sample_noise=False, num_train_frames=5001,
-                            eval_every_frames=5000).items():
+    for name, value in dict(encoder="nature", nstep=1, per_sample_noise=False, num_train_frames=CATCH_FRAMES + 1,
+                            eval_every_frames=CATCH_FRAMES).items():
         config.agent[name] = value
     summary = launch.run(rainbow, "rainbow", config)
     rows = np.genfromtxt(f"{summary['run_dir']}/eval.csv", delimiter=",", names=True)
-    first, last = rows[rows["frame"] == 0]["episode_reward"], rows[rows["frame"] == 5000]["episode_reward"]
-    print(f"rainbow: eval returns at 0 and 5000 frames: {first} {last}")
+    first, last = rows[rows["frame"] == 0]["episode_reward"], rows[rows["frame"] == CATCH_FRAMES]["episode_reward"]
+    print(f"rainbow: eval returns at 0 and {CATCH_FRAMES} frames: {first} {last}")
     assert first.mean() < 0.5 and len(last) == 1
     assert last.mean() >= CATCH_THRESHOLD, last

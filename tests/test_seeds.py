@@ -11,7 +11,7 @@ import pytest
 from agents import drqv2
 from core import seeds
 
-NUM_SEEDS, ACTION_DIM, BATCH = 3, 2, 8
+NUM_SEEDS, ACTION_DIM, BATCH = 2, 2, 8
 
 AGENTS = {
     "states": (drqv2.Config(obs_type="states", hidden_dim=32, feature_dim=8, state_encoder_dim=16,
@@ -64,7 +64,7 @@ def test_each_seed_gets_its_single_seed_numbers(agent, strategy):
     rng = np.random.default_rng(0)
     states = [drqv2.create(jax.random.PRNGKey(i), obs_shape, ACTION_DIM, config) for i in range(NUM_SEEDS)]
     batches = [make_batch(rng, obs_shape) for _ in range(NUM_SEEDS)]
-    steps = np.array([3, 20, 40], np.int32)  # seed 0 still explores uniformly, seeds 1 and 2 do not
+    steps = np.array([3, 40], np.int32)  # seed 0 still explores uniformly, seed 1 does not
     update_keys = jax.random.split(jax.random.PRNGKey(100), NUM_SEEDS)
     act_keys = jax.random.split(jax.random.PRNGKey(200), NUM_SEEDS)
 
