@@ -44,11 +44,11 @@ def base_config(agent_config_cls, task: str = "cartpole_swingup", obs: str = "pi
     c.async_envs = "auto"              # auto | true | false: environments in subprocesses
     c.progress = True
     c.mw_double_reset = True           # Meta-World only: store the official trainer's second reset per episode
-    c.agent = agent_placeholders(agent_config_cls)
+    c.agent = unset_agent_fields(agent_config_cls)
     return c
 
 
-def agent_placeholders(agent_config_cls) -> config_dict.ConfigDict:
+def unset_agent_fields(agent_config_cls) -> config_dict.ConfigDict:
     """One unset flag per field of the agent's Config (obs_type is a launcher flag)."""
     hints = typing.get_type_hints(agent_config_cls)
     return config_dict.ConfigDict({f.name: config_dict.placeholder(_plain_type(hints[f.name]))

@@ -38,10 +38,10 @@ from core import logging as runlog
 from core import seeds as seeding
 from core.checkpoint import Checkpointer
 from core.logging import Logger
+from core.offpolicy import EVAL_EPISODE, episode_seed
 from data import datasets, hubl
 
 HUBL_DESIGNS = ("none", "constant", "rank")
-EVAL_STREAM = 1  # episode seeds of evaluation, as core/offpolicy.py derives them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,8 +124,7 @@ class OfflineTrainer:
         cfg, n = self.cfg, len(self.cfg.seeds)
         totals = np.zeros(n)
         for episode in range(cfg.num_eval_episodes):
-            seeds = [int(np.random.SeedSequence([s, EVAL_STREAM, self.eval_count * cfg.num_eval_episodes + episode])
-                         .generate_state(1)[0]) for s in cfg.seeds]
+            seeds = [episode_seed(s, EVAL_EPISODE, self.eval_count * cfg.num_eval_episodes + episode) for s in cfg.seeds]
             obs, _ = self.eval_envs.reset(seed=seeds)
             done = np.zeros(n, bool)
             while not done.all():
@@ -229,7 +228,7 @@ def base_config(agent_config_cls, task: str, dataset: str) -> config_dict.Config
     c.checkpoint_every_updates = 100_000
     c.seed_strategy = "vmap"
     c.progress = True
-    c.agent = launch.agent_placeholders(agent_config_cls)
+    c.agent = launch.unset_agent_fields(agent_config_cls)
     return c
 
 
