@@ -146,6 +146,8 @@ class OfflineTrainer:
 
     # ------------------------------------------------------------------------------------- training
     def save(self) -> None:
+        if self.checkpointer.latest_step() == self.step:  # a resumed run starts at its checkpoint's step
+            return
         self.checkpointer.save(self.step, {"agent": self.states, "keys": self.loop_keys},
                                {"step": self.step, "eval_count": self.eval_count, "last_score": self.last_score})
 
@@ -169,14 +171,15 @@ class OfflineTrainer:
         self.start_time = time.time()
         try:
             while True:
+                # A checkpoint at update t is taken before the evaluation at t (the Logger's resume rule).
+                if self.step > 0 and (self.step % cfg.checkpoint_every_updates == 0 or self.step >= cfg.num_updates):
+                    self.save()
                 if self.step % cfg.eval_every_updates == 0 and (self.step // cfg.eval_every_updates) >= self.eval_count:
                     self.evaluate(logger)
                     if bar is not None:
                         bar.set_postfix(normalized_score=f"{self.last_score:.1f}", refresh=False)
                 if self.step >= cfg.num_updates:
                     break
-                if self.step % cfg.checkpoint_every_updates == 0 and self.step > 0:
-                    self.save()
                 start = time.time()
                 # fold_in(key, step): a resumed run draws exactly the keys of an uninterrupted one
                 keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.loop_keys, self.step)
@@ -190,7 +193,6 @@ class OfflineTrainer:
                                       **{k: float(v[i]) for k, v in metrics.items()}})
                 if bar is not None:
                     bar.update(cfg.updates_per_call)
-            self.save()
         finally:
             if bar is not None:
                 bar.close()
