@@ -467,39 +467,6 @@ def reference_returns(dataset: OfflineDataset) -> tuple[float, float]:
     return float(dataset.metadata["ref_min_score"]), float(dataset.metadata["ref_max_score"])
 
 
-# ---------------------------------------------------------------------------------------------- transforms
-
-def state_normalization(observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Dataset mean and standard deviation over `observations` (axis 0, population std), as TD3+BC computes them.
-
-    eps is NOT added here: it enters only in `normalize`, (x − mean)/(std + eps), so stored statistics are the
-    raw ones and every user of them (agent, evaluation, PRDC's nearest-neighbour keys) applies the same eps."""
-    observations = np.asarray(observations, np.float64)
-    return observations.mean(axis=0).astype(np.float32), observations.std(axis=0).astype(np.float32)
-
-
-def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray, eps: float = 1e-3) -> np.ndarray:
-    """TD3+BC state normalization (x − mean)/(std + eps), eps = 1e-3 as TD3+BC (spec §4). Works on numpy and jax arrays."""
-    return (x - mean) / (std + eps)
-
-
-def normalize_dataset(dataset: OfflineDataset, mean: np.ndarray, std: np.ndarray, eps: float = 1e-3) -> OfflineDataset:
-    """The dataset with observations AND next_observations normalized by the same statistics (spec §4)."""
-    return dataclasses.replace(
-        dataset,
-        observations=normalize(dataset.observations, mean, std, eps).astype(np.float32),
-        next_observations=normalize(dataset.next_observations, mean, std, eps).astype(np.float32),
-    )
-
-
-def scale_rewards(dataset: OfflineDataset, scale: float, shift: float) -> OfflineDataset:
-    """The dataset with rewards r' = scale·r + shift and nothing else changed (PRDC AntMaze: scale 10000, shift −1).
-
-    Only `rewards` changes: PRDC's first public version applied this transform to next_state (spec §10 #18)."""
-    scale, shift = float(scale), float(shift)
-    return dataclasses.replace(dataset, rewards=(scale * dataset.rewards.astype(np.float64) + shift).astype(np.float32))
-
-
 def concatenate(datasets: Sequence[OfflineDataset]) -> OfflineDataset:
     """Episode-wise concatenation (medium-expert = medium ∪ expert): episodes keep their transitions, ids are renumbered.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 import h5py
@@ -184,29 +183,6 @@ def test_normalized_score_by_hand():
     assert datasets.normalized_score(expert_return, random_return, expert_return) == pytest.approx(100.0)
     with pytest.raises(ValueError, match="undefined"):
         datasets.normalized_score(1.0, 2.0, 2.0)
-
-
-def test_state_normalization_by_hand():
-    observations = np.array([[1.0, 2.0], [3.0, 2.0], [5.0, 2.0]])
-    mean, std = datasets.state_normalization(observations)
-    np.testing.assert_allclose(mean, [3.0, 2.0])
-    np.testing.assert_allclose(std, [math.sqrt(8.0 / 3.0), 0.0], rtol=1e-6)  # population std, eps not added
-    normalized = datasets.normalize(np.array([5.0, 2.0]), mean, std, eps=1e-3)
-    np.testing.assert_allclose(normalized, [2.0 / (math.sqrt(8.0 / 3.0) + 1e-3), 0.0], rtol=1e-6)
-
-
-def test_normalize_dataset_and_scale_rewards_touch_only_their_fields(written):
-    root, dataset_id, _ = written
-    dataset = datasets.load_dataset(dataset_id, root=root)
-    mean, std = datasets.state_normalization(dataset.observations)
-    normalized = datasets.normalize_dataset(dataset, mean, std)
-    np.testing.assert_allclose(normalized.next_observations, (dataset.next_observations - mean) / (std + 1e-3), rtol=1e-5)
-    np.testing.assert_array_equal(normalized.rewards, dataset.rewards)
-
-    scaled = datasets.scale_rewards(dataset, scale=10000.0, shift=-1.0)  # PRDC's AntMaze transform
-    np.testing.assert_allclose(scaled.rewards, 10000.0 * dataset.rewards.astype(np.float64) - 1.0, rtol=1e-6)
-    np.testing.assert_array_equal(scaled.next_observations, dataset.next_observations)  # spec §10 #18
-    np.testing.assert_array_equal(scaled.observations, dataset.observations)
 
 
 def test_concatenate_episode_wise_and_write_back(written, tmp_path):
