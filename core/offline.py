@@ -58,7 +58,7 @@ class OfflineConfig:
     hubl: str = "none"  # none | constant | rank: HUBL's blending factor design (spec §6.2)
     hubl_alpha: float = 0.1
     dataset_root: str | None = None  # where local Minari datasets live (default: MINARI_DATASETS_PATH)
-    seed_strategy: str = "vmap"  # MLP agents: one batched program over seeds
+    seed_strategy: str = "auto"  # unroll on the CPU, vmap on accelerators (dense-only agents; core/seeds.py)
     progress: bool = True
 
 
@@ -101,6 +101,7 @@ class OfflineTrainer:
         self.states = seeding.stack([agent.create(k[0], int(obs_shape[0]), action_dim, agent_config, mean, std)
                                      for k in keys])
         chunk = cfg.updates_per_call
+        strategy = seeding.resolve_strategy(cfg.seed_strategy, dense=True)
 
         def update_chunk(states, keys, data, constraint):
             # The dataset (and index) are shared by the seeds: jit arguments, closed over by the per-seed
@@ -109,10 +110,10 @@ class OfflineTrainer:
                 if constraint is None:
                     return agent.update_many(state, data, key, chunk)
                 return agent.update_many(state, data, constraint, key, chunk)
-            return seeding.over_seeds(one_seed, cfg.seed_strategy, jit=False)(states, keys)
+            return seeding.over_seeds(one_seed, strategy, jit=False)(states, keys)
 
         self._update = jax.jit(update_chunk, donate_argnums=(0,))
-        self._act = jax.jit(seeding.over_seeds(lambda state, obs: agent.act(state, obs[None])[0], cfg.seed_strategy,
+        self._act = jax.jit(seeding.over_seeds(lambda state, obs: agent.act(state, obs[None])[0], strategy,
                                                jit=False))
         self.eval_envs = envs.make_vector(cfg.task, list(cfg.seeds), obs_type="states")
         self.checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
@@ -228,7 +229,7 @@ def base_config(agent_config_cls, task: str, dataset: str) -> config_dict.Config
     c.root = "runs"
     c.updates_per_call = 1000
     c.checkpoint_every_updates = 100_000
-    c.seed_strategy = "vmap"
+    c.seed_strategy = "auto"  # auto | vmap | map | unroll (core/seeds.py); auto: unroll on the CPU, vmap elsewhere
     c.progress = True
     c.agent = launch.unset_agent_fields(agent_config_cls)
     return c

@@ -4,7 +4,7 @@
     update_all = seeds.over_seeds(agent.update, "map")
     states, metrics = update_all(states, batches, steps, update_keys)   # every argument has a seed axis
 
-Strategies ("auto": "map" on an accelerator, "unroll" on the CPU):
+Strategies ("auto": "unroll" on the CPU; on an accelerator "map", or "vmap" for dense-only programs):
   "vmap": jax.vmap. One batched program; fine for dense networks, but vmapped convolutions over
           per-seed weights become grouped convolutions, which are slow on GPUs.
   "map":  jax.lax.map, the seeds one after another inside one jitted program. Measured on an H100 for
@@ -75,7 +75,18 @@ def over_seeds(fn: Callable, strategy: str = "map", jit: bool = True) -> Callabl
     return jax.jit(mapped) if jit else mapped
 
 
-def default_strategy(backend: str | None = None) -> str:
-    """"map" on accelerators (measured on an H100: vmapped convolutions become slow grouped ones),
-    "unroll" on the CPU (where lax.map ran 10x and vmap 2x slower per seed; docs/multi_seed.md)."""
-    return "unroll" if (backend or jax.default_backend()) == "cpu" else "map"
+def default_strategy(backend: str | None = None, dense: bool = False) -> str:
+    """"unroll" on the CPU (where lax.map ran 10x and vmap 2x slower per seed for DrQ-v2, and vmap 2.3x
+    slower for TD3+BC's MLP update over 3 seeds; docs/multi_seed.md). On accelerators: "map" for
+    programs with convolutions (measured on an H100: vmapped convolutions become slow grouped ones),
+    "vmap" for dense-only programs (`dense=True`: MLP agents, one batched matmul per layer; unmeasured)."""
+    if (backend or jax.default_backend()) == "cpu":
+        return "unroll"
+    return "vmap" if dense else "map"
+
+
+def resolve_strategy(strategy: str, dense: bool = False) -> str:
+    """`strategy`, with "auto" replaced by `default_strategy(dense=dense)`."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; valid strategies: {STRATEGIES}")
+    return default_strategy(dense=dense) if strategy == "auto" else strategy

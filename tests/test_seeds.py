@@ -83,3 +83,13 @@ def test_each_seed_gets_its_single_seed_numbers(agent, strategy):
         np.testing.assert_allclose(stacked_actions[i], actions, rtol=1e-5, atol=1e-6)
     # the seeds really are different runs
     assert not np.allclose(stacked_metrics["critic_loss"][0], stacked_metrics["critic_loss"][1])
+
+
+def test_default_strategy_by_backend_and_program_kind():
+    assert seeds.default_strategy("cpu") == "unroll" and seeds.default_strategy("cpu", dense=True) == "unroll"
+    assert seeds.default_strategy("gpu") == "map"  # convolutions: vmap would make them grouped
+    assert seeds.default_strategy("gpu", dense=True) == "vmap"
+    assert seeds.resolve_strategy("vmap", dense=False) == "vmap"
+    assert seeds.resolve_strategy("auto", dense=True) == seeds.default_strategy(dense=True)
+    with pytest.raises(ValueError, match="valid strategies"):
+        seeds.resolve_strategy("pmap")
