@@ -24,11 +24,16 @@ medium / expert / replay datasets), "random" data = uniform actions (the random 
   | random | 1e6  |    1091       |          573            |     572     |      -      |
 
 (ranges: repeated runs on the shared machine; brute force with the default refine_margin 3, margin 0
-was within +-15% and no faster overall.) The KD-tree is 10-100x faster on data a policy generated
-(keys near a low-dimensional set) and ~2x slower on uniform-action data, so "kdtree" is the default
-on CPU; use "brute_force" for the random datasets. On a GPU the device brute force is expected to win
-everywhere (one 1e6 x 23 matmul per batch, no host round trip): unmeasured; choose it with
-nn_backend="brute_force".
+was within +-15% and no faster overall.) Those queries used the behaviour policy itself, so they sit on
+the dataset. During training the actor's queries can sit far from it, and there the KD-tree degrades:
+scripts/benchmark_prdc.py (whole updates, actor queries from the training actor, synthetic HalfCheetah
+data, same machine under load) measured 0.75 s per KD-tree lookup at 1e5 keys and 3.5 s at 1e6, where
+brute force took 0.08 s and 1.7 s; on the Hopper medium dataset the two were within 15% (19.9 vs 17.2
+updates/s). So on the CPU the faster one depends on where the queries sit (the KD-tree wins 10-100x
+on queries near the data, loses 2-10x on far ones). Brute force is the default: its cost does not
+depend on the queries, and it runs on the accelerator inside the jitted scan without a host round
+trip. nn_backend="kdtree" (the official structure) is the one to try on a CPU when the actor stays
+close to the data.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ class Config(td3bc.Config):
 
     beta: float = 2.0  # P README runs (argparse default 1.0 is never used there, spec §10 #19)
     k: int = 1  # P --k: the k-th nearest neighbour (not a mean of k)
-    nn_backend: str = "kdtree"  # pixax: faster on CPU (module docstring); "brute_force" for accelerators
+    nn_backend: str = "brute_force"  # pixax: steady cost, on the device (module docstring); "kdtree" = official
     nn_block: int = neighbors.DEFAULT_BLOCK  # pixax: keys per matmul block of the brute force
     # Evaluation keeps TD3+BC's 10 episodes every 5000 updates; P evaluates 50 every 1000 (spec §10 #22,
     # slow): eval_every_updates=1000, num_eval_episodes=50 for the official protocol.
