@@ -9,7 +9,8 @@ CleanRL = vwxyzjn/cleanrl `cleanrl/ppo_continuous_action.py`. Read top to bottom
      policy's log-prob and entropy, the agent state (PPOState), create
   3. the pieces of an update as pure functions: GAE, prepare (old log-probs, values, advantages of
      the whole buffer under the current policy), the PPO loss, the learning-rate schedule, the
-     minibatch layout, ppo_update (epochs x minibatches with the KL early stop, inside one jit)
+     minibatch layout, ppo_update (epochs x minibatches with the KL early stop, inside one jit), the
+     sampling-error metric (spec §8.3; core/sampling_error.py), off unless se_every_updates > 0
   4. act, window_steps / buffer_steps, update (jitted)
 
 What the loop does and the agent does not (core/onpolicy.py): the environments and their wrappers
@@ -41,6 +42,7 @@ import jax.numpy as jnp
 import optax
 
 from agents import drqv2  # generic config helper (field types)
+from core import sampling_error
 
 Params = Any
 Batch = Dict[str, jnp.ndarray]
@@ -95,6 +97,18 @@ class Config:
     num_train_frames: int = 1_000_000  # total environment steps over all environments
     eval_every_updates: int = 10  # PPOROS --eval-freq: evaluate every 10 updates
     num_eval_episodes: int = 20  # PPOROS --eval-episodes
+    # Sampling error metric (spec §8.3, core/sampling_error.py), computed inside `update` before the
+    # target update whose 1-based index is a multiple of se_every_updates (PPOROS: global_step %
+    # (num_steps * se_freq) == 0, before update_ppo). 0 = off (PPOROS --se 0); the NeurIPS runs that
+    # computed it used se_freq 20 (5 for Swimmer PPO-BUFFER, 50 for some PROPS runs).
+    se_every_updates: int = 0
+    se_epochs: int = 1000  # most NeurIPS configs (PPOROS argparse default 250; PROPS-2025: 2000 full-batch)
+    se_lr: float = 1e-3  # Adam lr of the empirical-policy fit (PPOROS --se-lr)
+    se_minibatch_per_batch: int = 512  # minibatch = 512 * samples // (num_steps * num_envs); 0 = full batch
+    se_max_grad_norm: float = 1.0  # PPOROS clip_grad_norm_(..., 1); 0 = no clip (PROPS-2025)
+    se_clamp_log_std: bool = True  # log-std clamped to [-3, 1] in both log-probs (PPOROS get_action_and_info)
+    se_freeze_hidden_biases: bool = False  # PPOROS freezes the hidden weights only; True = PROPS-2025
+    se_advantage_weighted: bool = False  # PPOROS HEAD weights by |normalized A| (pitfall #31); paper: unweighted
 
     def __post_init__(self):
         drqv2._check_field_types(self)
@@ -132,6 +146,11 @@ class Config:
              f">= num_steps * num_envs = {self.num_steps * self.num_envs} (at least one update)"),
             ("eval_every_updates", self.eval_every_updates >= 1, ">= 1"),
             ("num_eval_episodes", self.num_eval_episodes >= 0, ">= 0"),
+            ("se_every_updates", self.se_every_updates >= 0, ">= 0 (0 = no sampling error)"),
+            ("se_epochs", self.se_epochs >= 1, ">= 1"),
+            ("se_lr", self.se_lr > 0, "> 0"),
+            ("se_minibatch_per_batch", self.se_minibatch_per_batch >= 0, ">= 0 (0 = full batch)"),
+            ("se_max_grad_norm", self.se_max_grad_norm >= 0, ">= 0 (0 = no clip)"),
         ]
 
 
@@ -480,6 +499,51 @@ def ppo_update(state: PPOState, batch: Batch, key: jax.Array, config: Config) ->
     return state, {name: jnp.asarray(v, jnp.float32) for name, v in metrics.items()}
 
 
+SAMPLING_ERROR_STREAM = 0x5E  # fold_in(update key, .): the fit's shuffles, apart from the update's own
+SE_LOG_STD_CLAMP = (-3.0, 1.0)  # PPOROS utils.Agent.get_action_and_info(clamp=True)
+
+
+def empirical_policy_trainable(params: Params, freeze_hidden_biases: bool) -> Params:
+    """Which leaves of {"actor", "log_std"} the empirical-policy fit trains: the output layer and the
+    log-std always, the hidden biases unless freeze_hidden_biases (PPOROS freezes only the hidden
+    weight matrices; PROPS-2025 also their biases), never the hidden kernels."""
+    last = len(params["actor"]) - 1
+    actor = {name: {"kernel": name == f"layer_{last}",
+                    "bias": name == f"layer_{last}" or not freeze_hidden_biases}
+             for name in params["actor"]}
+    return {"actor": actor, "log_std": True}
+
+
+def sampling_error_metric(state: PPOState, batch: Batch, key: jax.Array, config: Config) -> jnp.ndarray:
+    """The sampling error (spec §8.3) of the batch's (s, a) w.r.t. the current policy, or NaN when not
+    due: due before the target update numbered num_updates + 1 when that number is a multiple of
+    se_every_updates (never when 0). Computed on the whole batch, before the update (PPOROS order)."""
+    if config.se_every_updates <= 0:
+        return jnp.asarray(jnp.nan, jnp.float32)
+    params = {"actor": state.params["actor"], "log_std": state.params["log_std"]}
+    trainable = empirical_policy_trainable(params, config.se_freeze_hidden_biases)
+    num_samples = batch["obs"].shape[0]
+    minibatch_size = num_samples
+    if config.se_minibatch_per_batch > 0:  # PPOROS: 512 * samples // num_steps (one environment)
+        minibatch_size = max(1, config.se_minibatch_per_batch * num_samples // (config.num_steps * config.num_envs))
+
+    def clamped_log_prob(p, obs, actions):
+        mean, log_std = policy(p, obs, config.tanh_mean)
+        if config.se_clamp_log_std:
+            log_std = jnp.clip(log_std, *SE_LOG_STD_CLAMP)
+        return log_prob(mean, log_std, actions)
+
+    def compute():
+        weights = sampling_error.advantage_weights(batch["advantages"]) if config.se_advantage_weighted else None
+        se, _ = sampling_error.sampling_error(
+            clamped_log_prob, params, trainable, batch["obs"], batch["actions"], key, epochs=config.se_epochs,
+            minibatch_size=minibatch_size, lr=config.se_lr, max_grad_norm=config.se_max_grad_norm, weights=weights)
+        return se.astype(jnp.float32)
+
+    due = (state.num_updates + 1) % config.se_every_updates == 0
+    return jax.lax.cond(due, compute, lambda: jnp.asarray(jnp.nan, jnp.float32))
+
+
 # ----------------------------------------------------------------------------------------------
 # 4. act and update
 # ----------------------------------------------------------------------------------------------
@@ -505,8 +569,16 @@ def buffer_steps(config: Config) -> int:
     return config.buffer_batches * config.num_steps
 
 
+def target_update(state: PPOState, batch: Batch, key: jax.Array) -> Tuple[PPOState, Metrics]:
+    """One target update on a prepared batch: the sampling error of the batch under the pre-update
+    policy (sampling_error_metric; always in the metrics, NaN when not computed, so every metrics.csv
+    row has the same columns), then ppo_update."""
+    se = sampling_error_metric(state, batch, jax.random.fold_in(key, SAMPLING_ERROR_STREAM), state.config)
+    state, metrics = ppo_update(state, batch, key, state.config)
+    return state, {**metrics, "sampling_error": se}
+
+
 @jax.jit
 def update(state: PPOState, rollout: Rollout, key: jax.Array) -> Tuple[PPOState, Metrics]:
-    """One PPO (target) update on the buffer's valid contents: prepare, then ppo_update."""
-    batch = prepare(state, rollout, state.config)
-    return ppo_update(state, batch, key, state.config)
+    """One PPO (target) update on the buffer's valid contents: prepare, then target_update."""
+    return target_update(state, prepare(state, rollout, state.config), key)

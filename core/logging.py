@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import math
 import os
 from typing import Any, Iterable
 
@@ -143,9 +144,11 @@ class Logger:
             if k in ("seed", "step", "frame"):
                 continue
             try:
-                self.tb.add_scalar(f"{prefix}/{k}/seed{seed}", float(v), frame)
+                value = float(v)
             except (TypeError, ValueError):
-                pass
+                continue
+            if math.isfinite(value):  # NaN marks "not computed at this step" (e.g. the sampling error)
+                self.tb.add_scalar(f"{prefix}/{k}/seed{seed}", value, frame)
 
     def log_train(self, row: dict) -> None:
         self.metrics.write(row)

@@ -440,8 +440,9 @@ def test_update_end_to_end_and_buffer_lengths():
     assert int(state.num_updates) == 2
     np.testing.assert_allclose(m["lr"], 1e-2 * 0.9, rtol=1e-6)  # the second update: k = 1
     expected = {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "explained_variance",
-                "gradient_steps", "early_stopped", "lr", "loss", "grad_norm"}
+                "gradient_steps", "early_stopped", "lr", "loss", "grad_norm", "sampling_error"}
     assert expected <= set(m)
+    assert np.isnan(float(m["sampling_error"]))  # se_every_updates = 0: always present, NaN (not computed)
     assert all(m[name].shape == () for name in m)
     assert float(m["gradient_steps"]) == 12.0
     with pytest.raises(ValueError):
