@@ -429,51 +429,34 @@ def explained_variance(predictions: jnp.ndarray, targets: jnp.ndarray) -> jnp.nd
     return jnp.where(var_targets == 0, jnp.nan, 1 - jnp.var(targets - predictions) / var_targets)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def ppo_update(state: PPOState, batch: Batch, key: jax.Array, config: Config) -> Tuple[PPOState, Metrics]:
-    """update_epochs epochs over the batch, each a fresh shuffle cut into minibatches of the fixed size,
-    one clipped-gradient Adam step per minibatch at lr = learning_rate(config, num_updates); then
-    num_updates += 1.
+def early_stopped_steps(loss_fn, params: Params, opt_state: optax.OptState, tx: optax.GradientTransformation,
+                        lr, indices: jnp.ndarray, valid, is_epoch_end: jnp.ndarray, *, kl_name: str,
+                        target_kl: float, kl_check: str, metric_names: Sequence[str], grad_norm_name: str):
+    """Adam steps over the minibatches given by the rows of `indices` (in order, inside one lax.scan),
+    with the approx-KL early stop shared by PPO's and PROPS's updates.
 
-    KL early stop (target_kl > 0): each minibatch's approx_kl is measured at the current params (before
-    its own step) and, when it exceeds target_kl, stops the remaining steps of this update:
+    loss_fn(params, minibatch_indices, minibatch_valid) -> (loss, metrics) (valid: the row of `valid`,
+    or None). Each minibatch's metrics[kl_name] is measured at the current params; when target_kl > 0
+    and it exceeds target_kl, the remaining minibatches are skipped:
       "before_step" (PPOROS): that minibatch takes no step;
       "after_step"  (PROPS-2025 ppo_discrete.py): it takes its step, then the update stops;
-      "after_epoch" (CleanRL): checked only for the last minibatch of each epoch, after its step.
-    The first minibatch of an update has approx_kl = 0 when the batch's log-probs come from prepare
-    (same params), so "before_step" always takes at least one step then.
-
-    Metrics: policy_loss, value_loss, entropy, approx_kl, clip_fraction, loss, grad_norm are means over
-    the minibatches evaluated (every one that took a step, plus the one whose KL stopped the update);
-    gradient_steps, early_stopped (0/1), lr, and explained_variance of the batch's values vs returns.
-    """
-    num_samples = batch["obs"].shape[0]
-    num_minibatches, minibatch_size = minibatch_layout(num_samples, config)
-    num_slots = config.update_epochs * num_minibatches
-    lr = learning_rate(config, state.num_updates)
-    kl_enabled = config.target_kl > 0
-    tx = optimizer(config)
-
-    # Minibatch indices of every epoch: a fresh permutation each, cut into num_minibatches pieces.
-    epoch_keys = jax.random.split(key, max(config.update_epochs, 1))[:config.update_epochs]
-    permutations = jax.vmap(lambda k: jax.random.permutation(k, num_samples))(epoch_keys)
-    indices = permutations.reshape(num_slots, minibatch_size)
-    is_epoch_end = (jnp.arange(num_slots) % num_minibatches) == num_minibatches - 1
-
-    metric_names = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
+      "after_epoch" (CleanRL): checked only for an epoch's last minibatch, after its step.
+    The step is p - lr * tx-update (tx without its own learning rate, so lr can be traced).
+    Returns (params, opt_state, gradient steps taken, stopped early, the metric_names averaged over the
+    minibatches evaluated: every one that took a step plus the one whose KL stopped the update)."""
+    kl_enabled = target_kl > 0
 
     def slot(carry, xs):
-        mb_indices, epoch_end = xs
+        mb_indices, mb_valid, epoch_end = xs
 
         def evaluate(carry):
             params, opt_state, stopped, steps, evaluated, sums = carry
-            minibatch = jax.tree.map(lambda x: x[mb_indices], batch)
-            (_, metrics), grads = jax.value_and_grad(ppo_loss, has_aux=True)(params, minibatch, config)
-            metrics["grad_norm"] = optax.tree.norm(grads)
-            exceeds = kl_enabled & (metrics["approx_kl"] > config.target_kl)
-            if config.kl_check == "before_step":
+            (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb_indices, mb_valid)
+            metrics[grad_norm_name] = optax.tree.norm(grads)
+            exceeds = kl_enabled & (metrics[kl_name] > target_kl)
+            if kl_check == "before_step":
                 take_step, stop = ~exceeds, exceeds
-            elif config.kl_check == "after_step":
+            elif kl_check == "after_step":
                 take_step, stop = jnp.asarray(True), exceeds
             else:  # "after_epoch"
                 take_step, stop = jnp.asarray(True), exceeds & epoch_end
@@ -484,15 +467,49 @@ def ppo_update(state: PPOState, batch: Batch, key: jax.Array, config: Config) ->
             return (keep(new_params, params), keep(new_opt_state, opt_state), stop,
                     steps + take_step.astype(jnp.int32), evaluated + 1, sums)
 
-        carry = jax.lax.cond(carry[2], lambda c: c, evaluate, carry)  # stopped: skip the rest
-        return carry, None
+        return jax.lax.cond(carry[2], lambda c: c, evaluate, carry), None  # stopped: skip the rest
 
     zeros = {name: jnp.zeros((), jnp.float32) for name in metric_names}
-    init = (state.params, state.opt_state, jnp.asarray(False), jnp.zeros((), jnp.int32),
-            jnp.zeros((), jnp.int32), zeros)
-    params, opt_state, stopped, steps, evaluated, sums = jax.lax.scan(slot, init, (indices, is_epoch_end))[0]
+    init = (params, opt_state, jnp.asarray(False), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), zeros)
+    params, opt_state, stopped, steps, evaluated, sums = jax.lax.scan(slot, init, (indices, valid, is_epoch_end))[0]
+    return params, opt_state, steps, stopped, {name: sums[name] / jnp.maximum(evaluated, 1) for name in metric_names}
 
-    metrics = {name: sums[name] / jnp.maximum(evaluated, 1) for name in metric_names}
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def ppo_update(state: PPOState, batch: Batch, key: jax.Array, config: Config) -> Tuple[PPOState, Metrics]:
+    """update_epochs epochs over the batch, each a fresh shuffle cut into minibatches of the fixed size,
+    one clipped-gradient Adam step per minibatch at lr = learning_rate(config, num_updates); then
+    num_updates += 1.
+
+    KL early stop (target_kl > 0, kl_check): see early_stopped_steps. The first minibatch of an update has approx_kl = 0 when the batch's log-probs come from prepare
+    (same params), so "before_step" always takes at least one step then.
+
+    Metrics: policy_loss, value_loss, entropy, approx_kl, clip_fraction, loss, grad_norm are means over
+    the minibatches evaluated (every one that took a step, plus the one whose KL stopped the update);
+    gradient_steps, early_stopped (0/1), lr, and explained_variance of the batch's values vs returns.
+    """
+    num_samples = batch["obs"].shape[0]
+    num_minibatches, minibatch_size = minibatch_layout(num_samples, config)
+    num_slots = config.update_epochs * num_minibatches
+    lr = learning_rate(config, state.num_updates)
+    tx = optimizer(config)
+
+    # Minibatch indices of every epoch: a fresh permutation each, cut into num_minibatches pieces.
+    epoch_keys = jax.random.split(key, max(config.update_epochs, 1))[:config.update_epochs]
+    permutations = jax.vmap(lambda k: jax.random.permutation(k, num_samples))(epoch_keys)
+    indices = permutations.reshape(num_slots, minibatch_size)
+    is_epoch_end = (jnp.arange(num_slots) % num_minibatches) == num_minibatches - 1
+
+    metric_names = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
+
+    def loss_fn(params, mb_indices, mb_valid):
+        del mb_valid  # every PPO minibatch is full (minibatch_layout)
+        return ppo_loss(params, jax.tree.map(lambda x: x[mb_indices], batch), config)
+
+    params, opt_state, steps, stopped, metrics = early_stopped_steps(
+        loss_fn, state.params, state.opt_state, tx, lr, indices, None, is_epoch_end,
+        kl_name="approx_kl", target_kl=config.target_kl, kl_check=config.kl_check,
+        metric_names=metric_names, grad_norm_name="grad_norm")
     metrics.update(gradient_steps=steps, early_stopped=stopped, lr=lr,
                    explained_variance=explained_variance(batch["values"], batch["returns"]))
     state = state.replace(params=params, opt_state=opt_state, num_updates=state.num_updates + 1)

@@ -319,7 +319,6 @@ def behaviour_update(state: PROPSState, refs: Batch, key: jax.Array,
     epochs = 1 if ros else config.props_epochs
     kl_enabled = (not ros) and config.props_target_kl > 0
     tx = behaviour_optimizer(config)
-    lr = config.props_lr
 
     epoch_keys = jax.random.split(key, epochs)
     indices, valid = jax.vmap(lambda k: sampling_error.minibatch_indices(k, num_samples, size))(epoch_keys)
@@ -329,36 +328,14 @@ def behaviour_update(state: PROPSState, refs: Batch, key: jax.Array,
     metric_names = ("props_loss", "props_policy_loss", "props_kl", "props_approx_kl", "props_clip_fraction",
                     "props_grad_norm")
 
-    def slot(carry, xs):
-        mb_indices, mb_valid, epoch_end = xs
-
-        def evaluate(carry):
-            phi, opt_state, stopped, steps, evaluated, sums = carry
-            minibatch = jax.tree.map(lambda x: x[mb_indices], refs)
-            (_, metrics), grads = jax.value_and_grad(props_loss, has_aux=True)(phi, minibatch, config, mb_valid)
-            metrics["props_grad_norm"] = optax.tree.norm(grads)
-            exceeds = kl_enabled & (metrics["props_approx_kl"] > config.props_target_kl)
-            if config.props_kl_check == "before_step":
-                take_step, stop = ~exceeds, exceeds
-            elif config.props_kl_check == "after_step":
-                take_step, stop = jnp.asarray(True), exceeds
-            else:  # "after_epoch"
-                take_step, stop = jnp.asarray(True), exceeds & epoch_end
-            updates, new_opt_state = tx.update(grads, opt_state, phi)
-            new_phi = jax.tree.map(lambda p, u: p - lr * u, phi, updates)
-            keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(take_step, n, o), new, old)
-            sums = {name: sums[name] + metrics[name] for name in metric_names}
-            return (keep(new_phi, phi), keep(new_opt_state, opt_state), stop,
-                    steps + take_step.astype(jnp.int32), evaluated + 1, sums)
-
-        return jax.lax.cond(carry[2], lambda c: c, evaluate, carry), None
+    def loss_fn(phi, mb_indices, mb_valid):
+        return props_loss(phi, jax.tree.map(lambda x: x[mb_indices], refs), config, mb_valid)
 
     phi = policy_params(state.params)  # phi <- theta before every behaviour update
-    zeros = {name: jnp.zeros((), jnp.float32) for name in metric_names}
-    init = (phi, state.behaviour_opt_state, jnp.asarray(False), jnp.zeros((), jnp.int32),
-            jnp.zeros((), jnp.int32), zeros)
-    phi, opt_state, stopped, steps, evaluated, sums = jax.lax.scan(slot, init, (indices, valid, is_epoch_end))[0]
-    metrics = {name: sums[name] / jnp.maximum(evaluated, 1) for name in metric_names}
+    phi, opt_state, steps, stopped, metrics = ppo.early_stopped_steps(
+        loss_fn, phi, state.behaviour_opt_state, tx, config.props_lr, indices, valid, is_epoch_end,
+        kl_name="props_approx_kl", target_kl=config.props_target_kl if kl_enabled else 0.0,
+        kl_check=config.props_kl_check, metric_names=metric_names, grad_norm_name="props_grad_norm")
     metrics.update(props_gradient_steps=steps, props_early_stopped=stopped)
     return phi, opt_state, {name: jnp.asarray(v, jnp.float32) for name, v in metrics.items()}
 
