@@ -8,7 +8,8 @@ A seed's score is the mean normalized score of its last --last evaluations in ev
 dataset's random reference, 100 = its expert reference; data/datasets.py normalized_score); a cell
 is the mean over seeds +- the sample standard deviation across seeds (ddof 1), with the number of
 seeds and the update of the last evaluation. Runs of one cell (same agent, dataset and HUBL setting)
-are pooled: their seeds must differ. A run without evaluations is reported on stderr and skipped.
+are pooled: their seeds must differ. A run without evaluations, or unfinished (its last evaluation
+before its config's num_updates), is reported on stderr and skipped.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def collect(paths: Iterable[str], last: int) -> dict[tuple[str, str, str], dict]
             continue
         key = (launcher["dataset"], config["agent"], launcher.get("hubl", "none"))
         scores, step = seed_scores(run_dir, last)
+        planned = config.get("agent_config", {}).get("num_updates")
+        if planned is not None and step < planned:
+            print(f"skipped {run_dir}: unfinished (last evaluation at update {step:,} of {planned:,})", file=sys.stderr)
+            continue
         cell = cells.setdefault(key, {"scores": {}, "step": step})
         repeated = set(cell["scores"]) & set(scores)
         if repeated:
