@@ -677,9 +677,36 @@ def resolve(agent_module, config: config_dict.ConfigDict):
     return a, loop
 
 
+def run_mjx(agent_module, agent_name: str, config: config_dict.ConfigDict) -> dict:
+    """A JAX-native (MJX) task, `mjx_<gymnasium id>`: the whole training iteration is one jitted program
+    with the seeds vmapped (core/onpolicy_jax.py). The agent's per-task defaults are the gymnasium
+    task's. No checkpoints or --resume on this path yet."""
+    from core import onpolicy_jax
+    from envs import mjx
+
+    try:
+        gym_id = mjx.gym_id_of(config.task)
+        seeds = launch.parse_seeds(config.seeds)
+        overrides = {k: v for k, v in config.agent.items() if v is not None}
+        a = agent_module.config_for_task(gym_id, **overrides)
+    except ValueError as e:
+        sys.exit(f"pixax: {e}")
+    run_dir = runlog.new_run_dir(config.root, agent_name, config.task)
+    print(f"pixax: {agent_name} on {config.task} (MJX, one jitted iteration, seeds vmapped), seeds {list(seeds)}, "
+          f"{a.num_train_frames:,} frames per seed -> {run_dir}", file=sys.stderr)
+    result = onpolicy_jax.train(agent_module, a, config.task, seeds, run_dir=run_dir)
+    last_eval = float(np.mean(result.eval_returns[-1]))
+    print(f"pixax: done; {result.env_steps_per_second:,.0f} environment steps/s over all seeds; last evaluation "
+          f"return {last_eval:.1f} (mean over seeds); results in {run_dir}", file=sys.stderr)
+    return {"step": int(result.eval_steps[-1]), "last_eval": last_eval, "run_dir": run_dir}
+
+
 def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: str = "") -> dict:
-    """Trains (or resumes) one run; bad input stops here, before any run directory, with a message."""
+    """Trains (or resumes) one run; bad input stops here, before any run directory, with a message.
+    Tasks named mjx_<gymnasium id> run on the JAX-native path (run_mjx)."""
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every checkpoint operation at INFO
+    if str(config.task).startswith("mjx_") and not resume:
+        return run_mjx(agent_module, agent_name, config)
     try:
         if resume:
             run_dir = runlog.check_run_dir(resume)
