@@ -275,7 +275,7 @@ def test_config_errors_are_clear():
         td3bc.Config(alpha="2.5")  # TD3_BC main.py parsed --alpha untyped (spec §10 #25)
     with pytest.raises(ValueError, match="policy_freq=0 \\(must be >= 1\\)"):
         td3bc.Config(policy_freq=0)
-    with pytest.raises(ValueError, match="nn_backend='faiss' \\(must be one of \\('auto', 'brute_force', 'kdtree'\\)\\)"):
+    with pytest.raises(ValueError, match="nn_backend='faiss' \\(must be one of \\('brute_force', 'kdtree'\\)\\)"):
         prdc.Config(nn_backend="faiss")
     with pytest.raises(ValueError, match="k=0 \\(must be >= 1\\)"):
         prdc.Config(k=0)
@@ -290,9 +290,3 @@ def test_config_errors_are_clear():
     with pytest.raises(ValueError, match="batch is missing \\['discount'\\]"):
         td3bc.update(state, {k: v[:4] for k, v in arrays.items() if k != "discount"}, jax.random.key(0))
 
-
-def test_auto_backend_is_the_kdtree_on_the_cpu_and_brute_force_elsewhere(monkeypatch):
-    assert prdc.nn_backend(prdc.Config(nn_backend="brute_force")) == "brute_force"
-    assert prdc.nn_backend(prdc.Config()) == "kdtree"  # these tests run on the CPU
-    monkeypatch.setattr(prdc.jax, "default_backend", lambda: "gpu")
-    assert prdc.nn_backend(prdc.Config()) == "brute_force"
