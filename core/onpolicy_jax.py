@@ -64,6 +64,7 @@ import numpy as np
 from core import logging as runlog
 from core import running_stats as rs
 from core import seeds as seeding
+from core.onpolicy import check_windows  # one rule for both loops
 
 # fold_in streams of a seed's loop key: ACT and UPDATE as core/onpolicy.py; the environments' and the
 # evaluation episodes' initial states have streams of their own.
@@ -168,19 +169,6 @@ class Window(NamedTuple):
     terminated: jax.Array  # (W, E) bool
     truncated: jax.Array  # (W, E) bool
     actions: jax.Array  # (W, E, A)
-
-
-def check_windows(window: int, buffer: int, num_steps: int) -> None:
-    """The agent's window (steps between update calls) and buffer length must fit the loop."""
-    for name, value in (("window_steps", window), ("buffer_steps", buffer)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"agent.{name}(config) returned {value!r}; expected a positive integer")
-    if num_steps % window:
-        raise ValueError(f"num_steps={num_steps} must be a multiple of the agent's window_steps={window} "
-                         f"(steps between update calls; PROPS: props_num_steps must divide num_steps)")
-    if buffer < window:
-        raise ValueError(f"the agent's buffer_steps={buffer} is shorter than its window_steps={window}: steps "
-                         f"would leave the buffer before any update saw them")
 
 
 # ----------------------------------------------------------------------------------------------
