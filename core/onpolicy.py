@@ -347,22 +347,14 @@ class OnPolicyTrainer:
         cfg, agent, E = self.cfg, self.agent, self.cfg.num_envs
         strategy = seeding.resolve_strategy(cfg.seed_strategy, dense=True)
 
-        def observe_reset(stats, obs):  # the first observations of a run: one batch, as a vector wrapper
-            if not cfg.normalize_obs:
-                return stats, obs, obs
-            stats = rs.running_stats_update(stats, obs)
-            norm = rs.normalize(stats, obs, clip=cfg.obs_clip)
-            return stats, norm, rs.denormalize(stats, norm)
+        def observe_reset(stats, obs):  # the first observations of a run
+            return rs.observe_first(stats, obs, cfg.obs_clip, cfg.normalize_obs)
 
         def observe_step(stats, reward_norm, stepped, obs, done, reward, terminated, truncated):
             """stepped: each environment's observation after the step (the terminal one where done);
             obs: what it shows now (the reset observation where done)."""
-            if cfg.normalize_reward:
-                reward_norm, _ = rs.reward_normalizer_step(reward_norm, reward, terminated, truncated, cfg.gamma)
-                scaled = rs.scale_reward(reward_norm, reward, clip=cfg.reward_clip)
-                reward_copy = rs.unscale_reward(reward_norm, scaled)
-            else:
-                scaled = reward_copy = reward.astype(jnp.float32)
+            reward_norm, scaled, reward_copy = rs.observe_reward(reward_norm, reward, terminated, truncated, cfg.gamma,
+                                                                 cfg.reward_clip, cfg.normalize_reward)
             if not cfg.normalize_obs:
                 return stats, reward_norm, obs, obs, scaled, reward_copy
             stats = rs.running_stats_update(stats, stepped)

@@ -192,28 +192,14 @@ def fold_in_masked(stats: rs.RunningMeanStd, batch: jax.Array, mask: jax.Array) 
     return jax.tree.map(lambda new, old: jnp.where(n > 0, new, old), updated, stats)
 
 
-def observe_reset(settings: LoopSettings, stats: rs.RunningMeanStd, obs: jax.Array):
-    """The first observations of a run, (E, obs_dim): one batch into the statistics, as a vector
-    wrapper sees them. Returns (stats, normalized clipped obs, its un-normalized copy)."""
-    if not settings.normalize_obs:
-        return stats, obs, obs
-    stats = rs.running_stats_update(stats, obs)
-    norm = rs.normalize(stats, obs, clip=settings.obs_clip)
-    return stats, norm, rs.denormalize(stats, norm)
-
-
 def observe_step(settings: LoopSettings, stats: rs.RunningMeanStd, reward_norm: rs.RewardNormalizer,
                  stepped: jax.Array, obs: jax.Array, reward: jax.Array, terminated: jax.Array,
                  truncated: jax.Array):
     """One step's normalization for E environments (module doc). stepped: each environment's
     observation after the step (terminal where it ended); obs: what it shows now (reset where it ended).
     Returns (stats, reward_norm, normalized clipped obs, its copy, normalized clipped reward, its copy)."""
-    if settings.normalize_reward:
-        reward_norm, _ = rs.reward_normalizer_step(reward_norm, reward, terminated, truncated, settings.gamma)
-        scaled = rs.scale_reward(reward_norm, reward, clip=settings.reward_clip)
-        reward_copy = rs.unscale_reward(reward_norm, scaled)
-    else:
-        scaled = reward_copy = reward.astype(jnp.float32)
+    reward_norm, scaled, reward_copy = rs.observe_reward(reward_norm, reward, terminated, truncated, settings.gamma,
+                                                         settings.reward_clip, settings.normalize_reward)
     if not settings.normalize_obs:
         return stats, reward_norm, obs, obs, scaled, reward_copy
     stats = rs.running_stats_update(stats, stepped)
@@ -253,7 +239,8 @@ def init(agent, agent_config, env, seed: int) -> LoopState:
 def _init_env_side(env, settings: LoopSettings, capacity: int, agent_state, loop_key) -> LoopState:
     E = settings.num_envs
     env_state = jax.vmap(env.reset)(jax.random.split(jax.random.fold_in(loop_key, ENV_STREAM), E))
-    obs_stats, norm_obs, obs_copy = observe_reset(settings, rs.running_stats_init(env.obs_dim), env_state.obs)
+    obs_stats, norm_obs, obs_copy = rs.observe_first(rs.running_stats_init(env.obs_dim), env_state.obs,
+                                                     settings.obs_clip, settings.normalize_obs)
     buffer = Buffer(obs=jnp.zeros((capacity, E, env.obs_dim), jnp.float32),
                     actions=jnp.zeros((capacity, E, env.action_dim), jnp.float32),
                     rewards=jnp.zeros((capacity, E), jnp.float32), dones=jnp.zeros((capacity, E), jnp.float32))

@@ -170,3 +170,27 @@ def scale_reward(norm: RewardNormalizer, rewards: jnp.ndarray, clip: Optional[fl
 def unscale_reward(norm: RewardNormalizer, scaled: jnp.ndarray, eps: float = EPSILON) -> jnp.ndarray:
     """scaled * sqrt(var(G) + eps): the inverse of scale_reward without clip (PPOROS `unnormalize`)."""
     return jnp.asarray(scaled, jnp.float32) * jnp.sqrt(norm.return_stats.var + eps)
+
+
+def observe_reward(norm: RewardNormalizer, rewards: jnp.ndarray, terminated: jnp.ndarray, truncated: jnp.ndarray,
+                   gamma: float, clip: Optional[float], enabled: bool = True
+                   ) -> Tuple[RewardNormalizer, jnp.ndarray, jnp.ndarray]:
+    """One step of the loops' reward normalization: (norm, the normalized clipped reward the agent trains
+    on, its un-normalized copy that the ring buffer stores, spec §8.1). enabled=False: rewards as they are."""
+    if not enabled:
+        rewards = rewards.astype(jnp.float32)
+        return norm, rewards, rewards
+    norm, _ = reward_normalizer_step(norm, rewards, terminated, truncated, gamma)
+    scaled = scale_reward(norm, rewards, clip=clip)
+    return norm, scaled, unscale_reward(norm, scaled)
+
+
+def observe_first(stats: RunningMeanStd, obs: jnp.ndarray, clip: Optional[float], enabled: bool = True
+                  ) -> Tuple[RunningMeanStd, jnp.ndarray, jnp.ndarray]:
+    """The first observations of a run, (E, obs_dim), into the statistics as one batch (as a vector
+    wrapper sees them): (stats, normalized clipped obs, its un-normalized copy). enabled=False: as they are."""
+    if not enabled:
+        return stats, obs, obs
+    stats = running_stats_update(stats, obs)
+    norm = normalize(stats, obs, clip=clip)
+    return stats, norm, denormalize(stats, norm)
