@@ -118,6 +118,7 @@ import numpy as np  # noqa: E402
 
 from agents import ppo, props  # noqa: E402
 from core import onpolicy  # noqa: E402
+from scripts.tables import markdown_table  # noqa: E402
 
 OFFICIAL_SCRIPT = pathlib.Path("PROPS") / "ppo_props_continuous.py"
 ARMS = ("ppo", "props")
@@ -505,14 +506,7 @@ def format_table(rows: Sequence[Dict[str, Any]], best_official: Dict[str, float]
                       f"{env_share:.0f}", f"{update_share:.0f}", f"{100 - env_share - update_share:.0f}",
                       fmt(row["gradient_steps_ppo"]), fmt(row["gradient_steps_props"]),
                       f"{row['end_to_end_steps_per_s']:.0f}", warm, ratio])
-    widths = [max(len(line[column]) for line in table) for column in range(len(header))]
-
-    def format_line(cells):  # text columns left-aligned, numbers right-aligned
-        return "| " + " | ".join(cell.ljust(width) if column < 2 else cell.rjust(width)
-                                 for column, (cell, width) in enumerate(zip(cells, widths))) + " |"
-
-    lines = [format_line(header), "|" + "|".join("-" * (width + 2) for width in widths) + "|"]
-    return "\n".join(lines + [format_line(line) for line in table[1:]])
+    return markdown_table(table)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

@@ -91,6 +91,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from agents import prdc, td3bc  # noqa: E402
+from scripts.tables import markdown_table  # noqa: E402
 
 DATA_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
 
@@ -348,14 +349,7 @@ def format_table(rows: Sequence[Dict[str, Any]], official_rate: Optional[float])
         table.append([row["implementation"], row["backend"], str(row["updates"]), f"{row['seconds']:.1f}",
                       f"{row['updates_per_s']:.1f}", f"{1000 / row['updates_per_s']:.2f}", f"{row['query_ms']:.2f}",
                       ratio])
-    widths = [max(len(line[column]) for line in table) for column in range(len(header))]
-
-    def format_line(cells):  # text columns left-aligned, numbers right-aligned
-        return "| " + " | ".join(cell.ljust(width) if column < 2 else cell.rjust(width)
-                                 for column, (cell, width) in enumerate(zip(cells, widths))) + " |"
-
-    lines = [format_line(header), "|" + "|".join("-" * (width + 2) for width in widths) + "|"]
-    return "\n".join(lines + [format_line(line) for line in table[1:]])
+    return markdown_table(table)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
