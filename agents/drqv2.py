@@ -98,18 +98,13 @@ class Config:
     num_eval_episodes: int = 10  # S1 config.yaml num_eval_episodes
 
     def __post_init__(self):
-        _check_field_types(self)
-        problems = [
-            f"{name}={getattr(self, name)!r} (must be {rule})"
-            for name, ok, rule in self._rules()
-            if not ok
-        ]
+        _check_field_types(self)  # first: the schedule must be a string before it is parsed
         try:
             schedules.parse(self.stddev_schedule)
+            schedule_problems = []
         except ValueError as error:
-            problems.append(f"stddev_schedule: {error}")
-        if problems:
-            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
+            schedule_problems = [f"stddev_schedule: {error}"]
+        validate_config(self, schedule_problems)
 
     def _rules(self):
         """(field, valid?, rule) triples; a subclass extends this list with its own fields."""
@@ -166,6 +161,16 @@ def _check_field_types(config) -> None:
                 f"got {type(value).__name__} {value!r}"
             )
 
+
+
+def validate_config(config, extra_problems: Sequence[str] = ()) -> None:
+    """The checks every agent Config runs in __post_init__: field types, then its `_rules()` triples
+    (field, valid?, rule); one ValueError lists every problem with the rule it breaks."""
+    _check_field_types(config)
+    problems = [f"{name}={getattr(config, name)!r} (must be {rule})" for name, ok, rule in config._rules() if not ok]
+    problems += list(extra_problems)
+    if problems:
+        raise ValueError(f"invalid {type(config).__name__}: " + "; ".join(problems))
 
 # Task tiers (S1 cfgs/task/{easy,medium,hard}.yaml + one yaml per task). The std schedule duration
 # is in agent steps; num_train_frames has +0.1 M frames so the last eval lands at 1 M / 3 M / 30 M.

@@ -81,11 +81,7 @@ class Config:
     num_eval_episodes: int = 10  # S1 main.py eval_policy(eval_episodes=10)
 
     def __post_init__(self):
-        drqv2._check_field_types(self)
-        problems = [f"{name}={getattr(self, name)!r} (must be {rule})"
-                    for name, ok, rule in self._rules() if not ok]
-        if problems:
-            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
+        drqv2.validate_config(self)
 
     def _rules(self):
         """(field, valid?, rule) triples; a subclass (TD3+BC) extends this list with its own fields."""
