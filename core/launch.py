@@ -102,8 +102,9 @@ def resolve(agent_module, config: config_dict.ConfigDict):
         task=config.task, seeds=seeds, obs_type=config.obs, action_repeat=a.action_repeat,
         frame_stack=a.frame_stack, image_size=a.image_size,
         num_train_frames=a.num_train_frames, num_seed_frames=a.num_seed_frames,
-        update_every_steps=a.update_every_steps, batch_size=a.batch_size, replay_capacity=a.replay_capacity,
-        nstep=a.nstep, discount=a.discount, eval_every_frames=a.eval_every_frames,
+        # the planners (TD-MPC) have no update_every_steps or nstep: one update per agent step, sequences
+        update_every_steps=getattr(a, "update_every_steps", 1), batch_size=a.batch_size,
+        replay_capacity=a.replay_capacity, nstep=getattr(a, "nstep", 1), discount=a.discount, eval_every_frames=a.eval_every_frames,
         num_eval_episodes=a.num_eval_episodes, checkpoint_every_frames=config.checkpoint_every_frames,
         save_video=bool(config.save_video), video_size=config.video_size, seed_strategy=config.seed_strategy,
         async_envs={"auto": None, "true": True, "false": False}[str(config.async_envs).lower()],
@@ -136,8 +137,10 @@ def versions() -> dict:
     return out
 
 
-def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: str = "") -> dict:
-    """Trains (or resumes) one run; bad input stops here, before any work, with a message."""
+def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: str = "",
+        trainer_cls=OffPolicyTrainer) -> dict:
+    """Trains (or resumes) one run; bad input stops here, before any work, with a message.
+    `trainer_cls`: the loop (OffPolicyTrainer, or core/episodic.py's EpisodicTrainer for the planners)."""
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every checkpoint operation at INFO
     try:
         if resume:
@@ -148,14 +151,15 @@ def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: s
                                  f"resume it with experiments/{saved.get('agent')}.py")
             config = config_dict.ConfigDict(saved["launcher"])
         agent_config, loop = resolve(agent_module, config)
-        preflight(loop)
+        if trainer_cls is OffPolicyTrainer:  # its host replay's RAM check (other loops check their own)
+            preflight(loop)
         if not resume:
             run_dir = runlog.new_run_dir(config.root, agent_name, config.task)
             runlog.write_config(run_dir, {
                 "agent": agent_name, "task": config.task, "launcher": config.to_dict(),
                 "agent_config": dataclasses.asdict(agent_config), "loop": dataclasses.asdict(loop),
                 "versions": versions(), "command": " ".join(sys.argv)})
-        trainer = OffPolicyTrainer(agent_module, agent_config, loop, run_dir)
+        trainer = trainer_cls(agent_module, agent_config, loop, run_dir)
     except (ValueError, MemoryError) as e:
         sys.exit(f"pixax: {e}")
     print(f"pixax: {agent_name} on {loop.task}, seeds {list(loop.seeds)}, {loop.num_train_frames:,} frames -> {run_dir}",
@@ -170,11 +174,11 @@ def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: s
     return summary
 
 
-def main(agent_module, agent_name: str) -> None:
+def main(agent_module, agent_name: str, trainer_cls=OffPolicyTrainer) -> None:
     """The command line of a launcher: `--config.*` flags (ml_collections) and `--resume`."""
     defaults = (getattr(agent_module, "DEFAULT_TASK", "cartpole_swingup"), getattr(agent_module, "DEFAULT_OBS", "pixels"))
     command_line(base_config(agent_module.Config, *defaults),
-                 lambda config, resume: run(agent_module, agent_name, config, resume=resume))
+                 lambda config, resume: run(agent_module, agent_name, config, resume=resume, trainer_cls=trainer_cls))
 
 
 def command_line(defaults: config_dict.ConfigDict, run_fn) -> None:
