@@ -208,7 +208,8 @@ class EpisodicTrainer:
         if resume:
             self.restore()
         logger = Logger(self.run_dir, list(cfg.seeds), resume_step=self.step if resume else None,
-                        resume_frame=self.step * cfg.action_repeat if resume else None)
+                        resume_frame=self.step * cfg.action_repeat if resume else None,
+                        metrics_row_before_checkpoint=False)
         total_steps = cfg.num_train_frames // cfg.action_repeat
         seed_steps = cfg.num_seed_frames // cfg.action_repeat
         ckpt_every = max(cfg.checkpoint_every_frames // cfg.action_repeat, 1)

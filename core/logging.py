@@ -112,7 +112,7 @@ class Logger:
     """metrics.csv, eval.csv and TensorBoard for S seeds trained in one process."""
 
     def __init__(self, run_dir: str, seeds: list[int], resume_step: int | None = None,
-                 resume_frame: int | None = None, tensorboard: bool = True):
+                 resume_frame: int | None = None, tensorboard: bool = True, metrics_row_before_checkpoint: bool = True):
         self.run_dir = run_dir
         self.seeds = seeds
         self.metrics = CsvLog(os.path.join(run_dir, "metrics.csv"),
@@ -126,8 +126,11 @@ class Logger:
             self.updates.truncate(lambda row: int(float(row["step"])) < resume_step)
             self.events.truncate(lambda row: int(float(row["step"])) < resume_step)
             # A checkpoint at step t is taken after the training episode that ended at t was logged
-            # and before the evaluation at t: the resumed run logs again what came after.
-            self.metrics.truncate(lambda row: int(float(row["step"])) <= resume_step)
+            # and before the evaluation at t: the resumed run logs again what came after. The episodic
+            # loop (metrics_row_before_checkpoint=False) logs an episode at its START step t, after the
+            # checkpoint at t, so its row at t is logged again too.
+            keep_at = (lambda step: step <= resume_step) if metrics_row_before_checkpoint else (lambda step: step < resume_step)
+            self.metrics.truncate(lambda row: keep_at(int(float(row["step"]))))
             self.eval.truncate(lambda row: int(float(row["step"])) < resume_step)
         self.tb = None
         if tensorboard:
