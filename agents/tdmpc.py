@@ -592,6 +592,31 @@ def policy_trajectories(model: TOLD, params: Params, z: jnp.ndarray, num: int, h
     return jnp.swapaxes(actions, 0, 1)
 
 
+def plan_from_latent(state: TDMPCState, told: TOLD, z: jnp.ndarray, key: jax.Array, prev_mean: jnp.ndarray, *,
+                     horizon: int, first_step, eval_mode: bool) -> Tuple[jnp.ndarray, jnp.ndarray]:
+    """MPPI (spec §2.7) from the latent z of one observation, with any TOLD-shaped model (MoDem passes its
+    fused one): the policy-prior sequences, J iterations, one elite drawn with probabilities proportional
+    to exp(temperature * G); its first action, plus sigma'_0 * N(0, 1) in training, clamped to [-1, 1]
+    when clip_final_action. Returns (action (A,), the final mean (H_max, A), rows from `horizon` on 0)."""
+    config, action_dim, params = state.config, state.action_dim, state.params
+    key_pi, key_mppi, key_elite, key_noise = jax.random.split(key, 4)
+    num_pi = num_policy_trajectories(config)
+    pi_actions = (policy_trajectories(told, params, z, num_pi, horizon, action_dim, key_pi, config)
+                  if num_pi else None)
+    result = mppi(lambda actions, k: trajectory_values(told, params, z, actions, k, config), key_mppi,
+                  warm_start_mean(prev_mean, horizon, first_step), state.std_floor,
+                  policy_actions=pi_actions, num_samples=config.num_samples, num_elites=config.num_elites,
+                  iterations=config.iterations, temperature=config.temperature, momentum=config.momentum,
+                  max_std=config.max_std)
+    chosen = jax.random.categorical(key_elite, result.elite_logits)
+    action = result.elite_actions[chosen, 0]
+    if not eval_mode:
+        action = action + result.std[0] * jax.random.normal(key_noise, (action_dim,), jnp.float32)
+        if config.clip_final_action:
+            action = jnp.clip(action, -1.0, 1.0)
+    return action, jnp.zeros_like(prev_mean).at[:horizon].set(result.mean)
+
+
 @functools.partial(jax.jit, static_argnames=("horizon", "eval_mode"))
 def plan(state: TDMPCState, obs: jnp.ndarray, key: jax.Array, prev_mean: jnp.ndarray, *, step, horizon: int,
          first_step, eval_mode: bool) -> Tuple[jnp.ndarray, jnp.ndarray]:
@@ -612,28 +637,13 @@ def plan(state: TDMPCState, obs: jnp.ndarray, key: jax.Array, prev_mean: jnp.nda
     if tuple(obs.shape) != state.obs_shape:
         raise ValueError(f"plan takes one observation of shape {state.obs_shape} (no batch axis), got {obs.shape}")
     chex.assert_shape(prev_mean, (config.horizon, action_dim))
-    key_uniform, key_pi, key_mppi, key_elite, key_noise = jax.random.split(key, 5)
+    key_uniform, key_plan = jax.random.split(key)
 
     def planned(_):
         told = model(config, action_dim)
-        params = state.params
-        z = told.encode(params, to_model_obs(config, obs[None]))[0]
-        num_pi = num_policy_trajectories(config)
-        pi_actions = (policy_trajectories(told, params, z, num_pi, horizon, action_dim, key_pi, config)
-                      if num_pi else None)
-        result = mppi(lambda actions, k: trajectory_values(told, params, z, actions, k, config), key_mppi,
-                      warm_start_mean(prev_mean, horizon, first_step), state.std_floor,
-                      policy_actions=pi_actions, num_samples=config.num_samples, num_elites=config.num_elites,
-                      iterations=config.iterations, temperature=config.temperature, momentum=config.momentum,
-                      max_std=config.max_std)
-        chosen = jax.random.categorical(key_elite, result.elite_logits)
-        action = result.elite_actions[chosen, 0]
-        if not eval_mode:
-            action = action + result.std[0] * jax.random.normal(key_noise, (action_dim,), jnp.float32)
-            if config.clip_final_action:
-                action = jnp.clip(action, -1.0, 1.0)
-        mean = jnp.zeros_like(prev_mean).at[:horizon].set(result.mean)
-        return action, mean
+        z = told.encode(state.params, to_model_obs(config, obs[None]))[0]
+        return plan_from_latent(state, told, z, key_plan, prev_mean, horizon=horizon, first_step=first_step,
+                                eval_mode=eval_mode)
 
     if eval_mode:
         return planned(None)
@@ -667,10 +677,19 @@ def update(state: TDMPCState, batch: Dict[str, jnp.ndarray], step, key: jax.Arra
     chex.assert_shape(obs, (batch_size, horizon + 1, *state.obs_shape))
     chex.assert_shape(action, (batch_size, horizon, state.action_dim))
     chex.assert_shape(weights, (batch_size,))
-    key_augment, key_td, key_pi = jax.random.split(key, 3)
-
+    key_augment, key_learn = jax.random.split(key)
     # Augmented views, time-major: one shift per frame, shared by the target encoder and the TD target.
     views = jnp.swapaxes(augment_observations(config, to_model_obs(config, obs), key_augment), 0, 1)
+    return update_on_views(state, told, views, action, reward, weights, step, key_learn)
+
+
+def update_on_views(state: TDMPCState, told: TOLD, views: jnp.ndarray, action: jnp.ndarray, reward: jnp.ndarray,
+                    weights: jnp.ndarray, step, key: jax.Array) -> Tuple[TDMPCState, Metrics]:
+    """The learning part of `update`, with any TOLD-shaped model (MoDem passes its fused one): views are the
+    model's (augmented) inputs, time-major (H+1, B, ...); action (B, H, A), reward (B, H), weights (B,)."""
+    config = state.config
+    batch_size, horizon = reward.shape
+    key_td, key_pi = jax.random.split(key)
     action_t, reward_t = jnp.swapaxes(action, 0, 1), jnp.swapaxes(reward, 0, 1).astype(jnp.float32)
     td_eps = jax.random.normal(key_td, action_t.shape, jnp.float32)
 

@@ -48,23 +48,22 @@ def read_rows(path):
     return np.genfromtxt(path, delimiter=",", names=True)
 
 
-def test_official_schedule_of_episodes_updates_and_evaluations(tmp_path):
-    _, calls = train(tmp_path, tiny_loop())
+def test_official_schedule_and_exact_resume(tmp_path):
+    loop = tiny_loop()
+    straight, calls = train(tmp_path / "a", loop)
     # seed_steps (250) updates at once at the seed phase's end, then an episode's length (125) per episode
     assert calls == [(250, 250), (375, 125), (500, 125)]
-    metrics = read_rows(tmp_path / "metrics.csv")
+    metrics = read_rows(tmp_path / "a" / "metrics.csv")
     assert metrics["step"].tolist() == [0, 125, 250, 375, 500]
     assert np.all(metrics["frame"] == 8 * metrics["step"])
     assert np.all(np.isnan(metrics["consistency_loss"][:2])) and np.all(np.isfinite(metrics["consistency_loss"][2:]))
-    evals = read_rows(tmp_path / "eval.csv")
+    evals = read_rows(tmp_path / "a" / "eval.csv")
     assert evals["frame"].tolist() == [0, 2000, 4000]  # every eval_every_frames, official `env_step % eval_freq`
 
-
-def test_resume_equals_uninterrupted(tmp_path):
-    loop = tiny_loop()
-    straight, _ = train(tmp_path / "a", loop)
+    # Interrupted during the updates of the episode at step 375 (the last checkpoint is at step 250), then
+    # resumed: the same agent states, replays and logs as the uninterrupted run.
     with pytest.raises(KeyboardInterrupt):
-        train(tmp_path / "b", loop, interrupt_at=375)  # the last checkpoint is at step 250
+        train(tmp_path / "b", loop, interrupt_at=375)
     resumed, _ = train(tmp_path / "b", loop, resume=True)
     jax.tree.map(np.testing.assert_array_equal, straight, resumed)
     for name in ("metrics.csv", "eval.csv"):
