@@ -63,6 +63,11 @@ class EpisodicTrainer:
         self.obs_shape, self.action_dim = tuple(obs_space.shape), action_size(act_space)
         self.frame_shape = newest_frame(np.zeros(self.obs_shape, obs_space.dtype), cfg.obs_type,
                                         self.frame_channels).shape
+        # The agent's plan reads its own seed phase and action repeat; the loop's must be the same ones.
+        for name in ("num_seed_frames", "action_repeat"):
+            if getattr(agent_config, name) != getattr(cfg, name):
+                raise ValueError(f"{name}: the agent's config has {getattr(agent_config, name)} but the loop's "
+                                 f"{getattr(cfg, name)}; they must agree (the launcher copies the agent's)")
         self.horizon = int(agent_config.horizon)
         if self.episode_steps <= self.horizon:
             raise ValueError(f"{cfg.task}: episodes of {self.episode_steps} agent steps are too short for sequences "

@@ -11,7 +11,7 @@ from core.offpolicy import LoopConfig
 
 TASK = "cartpole_balance"  # TD-MPC's cartpole action repeat 8: 125 agent steps per episode
 TINY = dict(obs_type="states", latent_dim=4, enc_dim=8, mlp_dim=8, num_samples=8, num_elites=2, iterations=1,
-            batch_size=8)
+            batch_size=8, num_seed_frames=2000)
 
 
 def tiny_loop(seeds=(0,), frames=4000, **kw) -> LoopConfig:
@@ -25,7 +25,8 @@ def tiny_loop(seeds=(0,), frames=4000, **kw) -> LoopConfig:
 
 
 def train(run_dir, loop, resume=False, interrupt_at=None):
-    config = tdmpc.config_for_task(TASK, **TINY)
+    config = tdmpc.config_for_task(TASK, **{**TINY, "action_repeat": loop.action_repeat,
+                                            "num_seed_frames": loop.num_seed_frames})
     trainer = EpisodicTrainer(tdmpc, config, loop, str(run_dir))
     calls = []
     original = trainer.run_updates
@@ -81,3 +82,6 @@ def test_an_episode_that_ends_early_is_a_clear_error(tmp_path):
     loop = tiny_loop(task="Hopper-v5", action_repeat=1, num_seed_frames=10_000, eval_every_frames=10**6)
     with pytest.raises(RuntimeError, match="fixed-length episodes of 1000 agent steps.*terminated at step"):
         train(tmp_path, loop)
+    # The agent plans with its own seed phase: a loop with another one is refused.
+    with pytest.raises(ValueError, match="num_seed_frames: the agent's config has 40000 but the loop's 2000"):
+        EpisodicTrainer(tdmpc, tdmpc.config_for_task(TASK), tiny_loop(), str(tmp_path / "mismatch"))
