@@ -105,17 +105,19 @@ class EpisodicTrainer:
         horizon = int(self.agent.planning_horizon(self.agent_config, step))
         fn = self._plan.get((horizon, eval_mode))
         if fn is None:
-            def plan_one(state, obs, key, mean, step, first):
+            def plan_one(state, obs, loop_key, mean, step, first, counter, eval_counter):
+                # keys inside the compiled program: a host-side vmap of fold_in cost ~2 ms a step
+                key = jax.random.fold_in(jax.random.fold_in(loop_key, PLAN_STREAM), counter)
+                if eval_mode:  # evaluation keys: their own stream, so evaluating never shifts training's
+                    key = jax.random.fold_in(key, eval_counter)
                 return self.agent.plan(state, obs, key, mean, step=step, horizon=horizon, first_step=first,
                                        eval_mode=eval_mode)
             fn = self._plan[(horizon, eval_mode)] = jax.jit(seeding.over_seeds(plan_one, self.strategy, jit=False))
-        global_step = self.step + t if not eval_mode else self.step
-        keys = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, PLAN_STREAM), global_step))(self.loop_keys)
-        if eval_mode:  # evaluation keys: their own stream, so evaluating never shifts training's randomness
-            keys = jax.vmap(lambda k: jax.random.fold_in(k, self.eval_count * self.episode_steps + t))(keys)
-        steps = jnp.full((self.num_seeds,), step, jnp.int32)
-        first = jnp.full((self.num_seeds,), t == 0)
-        return fn(self.states, jnp.asarray(obs), keys, mean, steps, first)
+        n = self.num_seeds
+        counter = self.step + t if not eval_mode else self.step
+        return fn(self.states, jnp.asarray(obs), self.loop_keys, mean, np.full(n, step, np.int32),
+                  np.full(n, t == 0), np.full(n, counter, np.int32),
+                  np.full(n, self.eval_count * self.episode_steps + t, np.int32))
 
     def run_updates(self, num_updates: int):
         """`num_updates` updates of every seed as one jitted scan; returns the mean of each metric (S,)."""
