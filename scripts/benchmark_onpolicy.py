@@ -118,6 +118,7 @@ import numpy as np  # noqa: E402
 
 from agents import ppo, props  # noqa: E402
 from core import onpolicy  # noqa: E402
+from scripts import tables  # noqa: E402
 from scripts.tables import markdown_table  # noqa: E402
 
 OFFICIAL_SCRIPT = pathlib.Path("PROPS") / "ppo_props_continuous.py"
@@ -542,12 +543,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         if args.steps < config.num_steps or args.steps % config.num_steps:
             p.error(f"--steps must be a positive multiple of n = {config.num_steps} ({arm} on {args.task}), "
                     f"got {args.steps}")
-    try:
-        args.torch_threads = list(dict.fromkeys(int(n) for n in args.torch_threads.split(",")))
-    except ValueError:
-        p.error(f"--torch-threads must be comma-separated ints, got {args.torch_threads!r}")
-    if min(args.torch_threads) < 1:
-        p.error(f"--torch-threads must be >= 1 each, got {args.torch_threads}")
+    args.torch_threads = tables.torch_thread_counts(p, args.torch_threads)
     if args.seeds_many < 0:
         p.error(f"--seeds-many must be >= 0, got {args.seeds_many}")
     if args.max_seconds <= 0:

@@ -91,6 +91,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from agents import prdc, td3bc  # noqa: E402
+from scripts import tables  # noqa: E402
 from scripts.tables import markdown_table  # noqa: E402
 
 DATA_KEYS = ("observations", "actions", "rewards", "next_observations", "terminals")
@@ -385,12 +386,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.official_warmup < 0:
         p.error(f"--official-warmup must be >= 0, got {args.official_warmup}")
-    try:
-        args.torch_threads = list(dict.fromkeys(int(n) for n in args.torch_threads.split(",")))
-    except ValueError:
-        p.error(f"--torch-threads must be comma-separated ints, got {args.torch_threads!r}")
-    if min(args.torch_threads) < 1:
-        p.error(f"--torch-threads must be >= 1 each, got {args.torch_threads}")
+    args.torch_threads = tables.torch_thread_counts(p, args.torch_threads)
     unknown = sorted(set(args.backends.split(",")) - set(prdc.neighbors.BACKENDS))
     if unknown:
         p.error(f"unknown --backends {unknown}; valid: {prdc.neighbors.BACKENDS}")

@@ -91,6 +91,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from scripts import tables  # noqa: E402
 from scripts.tables import markdown_table  # noqa: E402
 
 DEVICES = ("cpu", "cuda")
@@ -607,12 +608,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         p.error(f"--episodes must be >= 1, got {args.episodes}")
     if args.seed_episodes < 1:
         p.error(f"--seed-episodes must be >= 1 (the updates sample from them), got {args.seed_episodes}")
-    try:
-        args.torch_threads = list(dict.fromkeys(int(n) for n in args.torch_threads.split(",")))
-    except ValueError:
-        p.error(f"--torch-threads must be comma-separated ints, got {args.torch_threads!r}")
-    if min(args.torch_threads) < 1:
-        p.error(f"--torch-threads must be >= 1 each, got {args.torch_threads}")
+    args.torch_threads = tables.torch_thread_counts(p, args.torch_threads)
     return args
 
 

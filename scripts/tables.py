@@ -1,4 +1,4 @@
-"""Markdown tables for the benchmark scripts' printed results."""
+"""What the benchmark scripts share: markdown tables of their results, the --torch-threads flag."""
 
 from __future__ import annotations
 
@@ -16,3 +16,15 @@ def markdown_table(rows: Sequence[Sequence[str]], text_columns: int = 2) -> str:
 
     lines = [format_line(rows[0]), "|" + "|".join("-" * (width + 2) for width in widths) + "|"]
     return "\n".join(lines + [format_line(row) for row in rows[1:]])
+
+
+def torch_thread_counts(parser, text: str) -> list:
+    """--torch-threads "1,2" -> [1, 2] (distinct, in order): one official process per count; a bad value
+    stops the script through `parser.error`."""
+    try:
+        counts = list(dict.fromkeys(int(n) for n in text.split(",")))
+    except ValueError:
+        parser.error(f"--torch-threads must be comma-separated ints, got {text!r}")
+    if min(counts) < 1:
+        parser.error(f"--torch-threads must be >= 1 each, got {counts}")
+    return counts
