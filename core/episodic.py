@@ -261,7 +261,8 @@ class EpisodicTrainer:
                 self.step += length
                 if bar is not None:
                     bar.update(length * cfg.action_repeat)
-            self.save()
+            if self.checkpointer.latest_step() != self.step:  # a finished run resumed saves nothing new
+                self.save()
         finally:
             if bar is not None:
                 bar.close()

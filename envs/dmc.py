@@ -10,7 +10,10 @@ One `DMCEnv` stacks, innermost first, what DrQ-v2's pipeline does around a suite
   when the inner episode ends;
 - observations: "pixels" = the last `frame_stack` RGB renders concatenated on the LAST axis
   (uint8, (H, W, 3 * frame_stack), oldest first), or "states" = the flattened observation dict
-  (float32 vector).
+  (float32 vector);
+- proprio=True (pixels only; MoDem's DMControl "state", spec §3.2): the flattened observation dict
+  (what "states" gives) is also exposed as `proprio_space` and as info["proprio"] after reset and
+  every step. Off by default (`proprio_space` is then None and info has no "proprio").
 
 Unlike the official trainer (spec §1.1, "Timestep"), a terminal discount of 0 is NOT turned into
 1: the end of an episode is `truncated` when the last inner discount is > 0 (the suite's time
@@ -95,9 +98,14 @@ class DMCEnv(gym.Env):
         frame_stack: int = 3,
         image_size: int = 84,
         camera_id: int | None = None,
+        proprio: bool = False,
     ) -> None:
         domain, task_name = resolve(task)
         check_arguments(obs_type, action_repeat=action_repeat, frame_stack=frame_stack, image_size=image_size)
+        if proprio and obs_type != "pixels":
+            raise ValueError(f"{task}: proprio=True adds the state vector to pixel observations; with "
+                             f"obs_type={obs_type!r} the observation is that vector already (use proprio=False)")
+        self.proprio = bool(proprio)
 
         self.task = task
         self.domain = domain
@@ -122,17 +130,15 @@ class DMCEnv(gym.Env):
         self._action_dtype = action_spec.dtype
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=action_spec.shape, dtype=np.float32)
 
+        state_dim = sum(int(np.prod(spec.shape)) for spec in self._env.observation_spec().values())
+        state_space = gym.spaces.Box(-np.inf, np.inf, shape=(state_dim,), dtype=np.float32)
         if obs_type == "pixels":
             self.observation_space = gym.spaces.Box(
                 0, 255, shape=(self.image_size, self.image_size, 3 * self.frame_stack), dtype=np.uint8
             )
         else:
-            state_dim = sum(
-                int(np.prod(spec.shape)) for spec in self._env.observation_spec().values()
-            )
-            self.observation_space = gym.spaces.Box(
-                -np.inf, np.inf, shape=(state_dim,), dtype=np.float32
-            )
+            self.observation_space = state_space
+        self.proprio_space = state_space if self.proprio else None
 
         # Agent steps per episode: the suite's step limit (1000 frames) in units of action repeats;
         # when action_repeat does not divide it, the last agent step takes fewer frames.
@@ -155,7 +161,8 @@ class DMCEnv(gym.Env):
         self._needs_reset = False
         if self.obs_type == "pixels":
             self._frames.reset(self.render())
-        return self._observation(time_step), {}
+        info = {"proprio": self._flat_state(time_step)} if self.proprio else {}
+        return self._observation(time_step), info
 
     def step(
         self, action: np.ndarray
@@ -189,6 +196,8 @@ class DMCEnv(gym.Env):
         if self.obs_type == "pixels":
             self._frames.push(self.render())
         info = {"discount": float(discount), "frames": frames}
+        if self.proprio:
+            info["proprio"] = self._flat_state(time_step)
         return self._observation(time_step), float(reward), terminated, truncated, info
 
     def render(self, size: int | None = None) -> np.ndarray:
@@ -214,6 +223,11 @@ class DMCEnv(gym.Env):
     def _observation(self, time_step) -> np.ndarray:
         if self.obs_type == "pixels":
             return self._frames.observation()
+        return self._flat_state(time_step)
+
+    @staticmethod
+    def _flat_state(time_step) -> np.ndarray:
+        """The task's observation dict flattened in its order, float32 (the "states" observation)."""
         return np.concatenate(
             [np.asarray(value, dtype=np.float32).ravel() for value in time_step.observation.values()]
         )

@@ -1,0 +1,379 @@
+"""MoDem's host loop (spec §3.1) for S seeds of one DeepMind Control task, from pixels + state.
+
+MoDem = TD-MPC (core/episodic.py's loop) with demonstrations, in three phases:
+
+  1. policy pretraining: bc_iterations(config, L) = 2 x demos x L behaviour-cloning steps
+     (agents/modem.py bc_update) on sequences drawn from the demo replay, as one jitted scan;
+  2. seeding: while step < seed_steps, every episode is acted by modem.plan (the BC policy + min_std
+     noise, no planning); at step == seed_steps, seed_steps updates at once;
+  3. interactive learning: TD-MPC's schedule (plan a whole episode, then L updates).
+
+Every update of phases 2-3 draws n_interaction sequences from the interaction replay and n_demo from
+the demo replay, (n_interaction, n_demo) = batch_split(config, step), and writes the new priorities back
+into each buffer (modem.update's "priorities" and "demo_priorities"). Each distinct split is one compiled
+update program, so the split is HELD FIXED within one episode's update scan: it is batch_split at the agent
+step that starts the scan (S2 recomputes it at every update; with 500-step DMC episodes and a batch of 256
+the two differ by at most one or two sequences, and only inside the episode where the floor moves). The
+seed_steps updates at the end of the seed phase all use the split at step seed_steps.
+
+Both replays live on the device (data/demos.py PixelStateReplay: pixel frames + the state of every
+step); the demo replay holds exactly the demos (spec §10 #5), one copy per seed so each seed's demo
+priorities are its own; it is sampled with replacement, as S2's (allocated at the run's capacity, never
+full, spec §10 #5). Observations are {"pixels": frame-stacked RGB, "state": the flattened task
+observation} (envs/dmc.py proprio=True, spec §3.2). Demos come from data/demos.py read_demos; they must
+have the environment's episode length, frame size, state size and action size.
+
+Step accounting (spec §3.3, §10 #1): metrics.csv and eval.csv log `step` (agent steps, what the
+schedules read and what the paper plots) and `frame` (environment steps = step x action_repeat, what
+S2 logs as env_step); metrics.csv also logs `phase` (2 seeding, 3 interactive; phase 1 has no episodes:
+its last BC loss and iteration count are on the first row), and `demo_batch_size` of the episode's updates.
+
+Checkpoints hold the agent states, both replays, the counters and whether BC is done; one is taken right
+after BC (step 0), so an interrupted run never repeats BC, and `--resume` continues exactly.
+
+Meta-World and Adroit (sparse success rewards, their own proprioceptive vectors) are not wired in yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import envs
+from core import seeds as seeding
+from core.checkpoint import Checkpointer
+from core.episodic import PLAN_STREAM, UPDATE_STREAM, EpisodicTrainer
+from core.logging import Logger
+from core.offpolicy import TRAIN_EPISODE, LoopConfig, action_size, check_finite, env_kwargs, episode_seed
+from data import demos as demo_data
+from data import sequence_replay
+from data.datasets import datasets_root
+
+BC_STREAM = 2  # fold_in stream of a seed's loop key for the behaviour-cloning samples (0: plan, 1: update)
+SEEDING, INTERACTIVE = 2, 3  # the `phase` column of metrics.csv
+
+
+class MoDemTrainer(EpisodicTrainer):
+    """Trains agents.modem on S seeds of one DMC task: BC on the demos, seeding, interactive learning.
+
+    demos: the demos' dataset id under `demos_root` (default data/demos.dataset_id_for(task)), or a path
+    when demos_root is None and the path exists. Evaluation is EpisodicTrainer's (the planner in eval mode).
+    """
+
+    def __init__(self, agent, agent_config, cfg: LoopConfig, run_dir: str, *, demos: Optional[str] = None,
+                 demos_root: Optional[str] = None):
+        if not all(hasattr(agent, name) for name in ("bc_update", "bc_iterations", "batch_split")):
+            raise ValueError(f"MoDemTrainer trains agents.modem (bc_update, bc_iterations, batch_split); "
+                             f"got {getattr(agent, '__name__', agent)}")
+        if envs.suite_of(cfg.task) != "dmc":
+            raise ValueError(f"{cfg.task}: the MoDem loop runs DeepMind Control tasks (pixels + the flattened task "
+                             f"observation); Meta-World and Adroit are not wired into it yet")
+        if cfg.obs_type != "pixels":
+            raise ValueError(f"MoDem learns from pixels + state; the loop's obs_type must be 'pixels', got "
+                             f"{cfg.obs_type!r}")
+        for name in ("num_seed_frames", "action_repeat", "frame_stack", "image_size"):
+            if getattr(agent_config, name) != getattr(cfg, name):
+                raise ValueError(f"{name}: the agent's config has {getattr(agent_config, name)} but the loop's "
+                                 f"{getattr(cfg, name)}; they must agree (the launcher copies the agent's)")
+        if agent_config.demos < 1:
+            raise ValueError(f"demos={agent_config.demos}: MoDem needs at least one demonstration")
+        # The environments also give the flattened task observation (info["proprio"]).
+        options = dict(cfg.env_options)
+        options["proprio"] = True
+        cfg = dataclasses.replace(cfg, env_options=tuple(options.items()))
+        self.agent, self.agent_config, self.cfg, self.run_dir = agent, agent_config, cfg, run_dir
+        self.num_seeds = len(cfg.seeds)
+        self.strategy = seeding.resolve_strategy(cfg.seed_strategy, dense=False)
+        self.horizon = int(agent_config.horizon)
+
+        probe = envs.make(cfg.task, seed=cfg.seeds[0], **env_kwargs(cfg))
+        self.obs_shape = tuple(probe.observation_space.shape)  # (h, w, frame_stack * 3)
+        self.state_dim = int(probe.proprio_space.shape[0])
+        self.action_dim = action_size(probe.action_space)
+        self.episode_steps = probe.max_episode_steps
+        probe.close()
+        self.frame_shape = (*self.obs_shape[:2], 3)
+        if self.episode_steps <= self.horizon:
+            raise ValueError(f"{cfg.task}: episodes of {self.episode_steps} agent steps are too short for sequences "
+                             f"of horizon {self.horizon}")
+
+        self.demos = load_demos(cfg.task, demos, demos_root, episode_length=self.episode_steps,
+                                num_demos=agent_config.demos)
+        expected = {"frame shape": (self.frame_shape, self.demos.frame_shape),
+                    "state size": (self.state_dim, self.demos.state_dim),
+                    "action size": (self.action_dim, self.demos.action_dim)}
+        for what, (env_value, demo_value) in expected.items():
+            if env_value != demo_value:
+                raise ValueError(f"demos {self.demos.name!r}: {what} {demo_value} but {cfg.task}'s environment has "
+                                 f"{env_value}; record the demos with this run's settings (image_size "
+                                 f"{cfg.image_size}, action_repeat {cfg.action_repeat})")
+        keys = [jax.random.split(jax.random.PRNGKey(seed)) for seed in cfg.seeds]
+        self.loop_keys = jnp.stack([k[1] for k in keys])
+        obs_shapes = {"pixels": self.obs_shape, "state": (self.state_dim,)}
+        self.states = seeding.stack([agent.create(k[0], obs_shapes, self.action_dim, agent_config) for k in keys])
+        demo_replay = demo_data.demo_replay(self.demos, frame_stack=cfg.frame_stack, horizon=self.horizon)
+        demo_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(demo_replay))
+        replay = demo_data.init_replay(
+            cfg.replay_capacity, self.episode_steps, self.frame_shape, self.state_dim, self.action_dim,
+            cfg.frame_stack, horizon=self.horizon,
+            max_bytes=sequence_replay.available_bytes() // self.num_seeds - demo_bytes)
+        self.replay_episodes = sequence_replay.capacity_episodes(replay.sequences)
+        self.replays = seeding.stack([replay] * self.num_seeds)
+        self.demo_replays = seeding.stack([demo_replay] * self.num_seeds)
+        self._add = _add_program(self.strategy)
+
+        asynchronous = cfg.async_envs if cfg.async_envs is not None else self.num_seeds > 1
+        self.train_envs = envs.make_vector(cfg.task, list(cfg.seeds), asynchronous=asynchronous, **env_kwargs(cfg))
+        self.eval_envs = envs.make_vector(cfg.task, list(cfg.seeds), asynchronous=asynchronous,
+                                          **env_kwargs(cfg, evaluation=True))
+        self.checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
+        self.step = 0  # agent steps (env steps = step * action_repeat)
+        self.episode = 0
+        self.eval_count = 0
+        self.last_eval = float("nan")
+        self.bc_done = False
+        self.bc_metrics: Dict[str, list] = {}  # the BC scan's metrics per seed, logged on the first row
+
+    # ----------------------------------------------------------------------------- jitted programs
+    def plan(self, obs: Dict[str, np.ndarray], mean: jnp.ndarray, *, step: int, t: int, eval_mode: bool):
+        """EpisodicTrainer.plan for dict observations {"pixels": (S, h, w, C), "state": (S, D)}."""
+        horizon = int(self.agent.planning_horizon(self.agent_config, step))
+        fn = _plan_program(self.agent, self.agent_config, self.strategy, horizon, eval_mode)
+        n = self.num_seeds
+        counter = self.step + t if not eval_mode else self.step
+        return fn(self.states, jax.tree.map(jnp.asarray, obs), self.loop_keys, mean, np.full(n, step, np.int32),
+                  np.full(n, t == 0), np.full(n, counter, np.int32),
+                  np.full(n, self.eval_count * self.episode_steps + t, np.int32))
+
+    def run_bc(self) -> Dict[str, np.ndarray]:
+        """Phase 1: bc_iterations(config, L) BC steps of every seed as one jitted scan over demo-replay
+        samples (batch_size sequences; PER weights ignored, as S2). Returns the last step's metrics (S,)."""
+        config, horizon = self.agent_config, self.horizon
+        iterations = self.agent.bc_iterations(config, self.episode_steps)
+        fn = _bc_program(self.agent, config, self.strategy, horizon, iterations)
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, BC_STREAM))(self.loop_keys)
+        self.states, metrics = fn(self.states, self.demo_replays, keys)
+        return jax.device_get(metrics)
+
+    def batch_split(self, step: int) -> tuple:
+        """(n_interaction, n_demo) of the updates of the scan starting at agent step `step`."""
+        n_interaction, n_demo = self.agent.batch_split(self.agent_config, step)
+        if n_interaction < 1:
+            raise ValueError(f"demo_schedule {self.agent_config.demo_schedule!r} leaves no interaction sequences at "
+                             f"step {step} (batch_size {self.agent_config.batch_size}); keep its ratio below 1")
+        return n_interaction, n_demo
+
+    def run_updates(self, num_updates: int):
+        """`num_updates` MoDem updates of every seed as one jitted scan, the split batch_split(self.step) for all
+        of them; each update's priorities go back to the buffer they came from. Returns the metric means (S,)."""
+        n_interaction, n_demo = self.batch_split(self.step)
+        replace = int(self.replays.sequences.num_episodes[0]) < self.replay_episodes
+        fn = _updates_program(self.agent, self.agent_config, self.strategy, self.horizon, num_updates, replace,
+                              n_interaction, n_demo)
+        keys = jax.vmap(lambda k: jax.random.fold_in(k, UPDATE_STREAM))(self.loop_keys)
+        first = jnp.full((self.num_seeds,), self.step, jnp.int32)
+        self.states, self.replays, self.demo_replays, metrics = fn(self.states, self.replays, self.demo_replays,
+                                                                   keys, first)
+        return metrics
+
+    # ----------------------------------------------------------------------------- episodes
+    def collect(self, envs_, seeds, *, step: int, eval_mode: bool, record: bool = False):
+        """One whole episode of every seed. Returns ({"pixels": newest frames (S, L+1, h, w, 3), "state":
+        (S, L+1, D)}, actions (S, L, A), rewards (S, L), video frames per seed)."""
+        cfg, n, length = self.cfg, self.num_seeds, self.episode_steps
+        obs, info = envs_.reset(seed=seeds)
+        frames = np.zeros((n, length + 1, *self.frame_shape), np.uint8)
+        states = np.zeros((n, length + 1, self.state_dim), np.float32)
+        actions = np.zeros((n, length, self.action_dim), np.float32)
+        rewards = np.zeros((n, length), np.float32)
+        video = [[] for _ in range(n)]
+        frames[:, 0], states[:, 0] = obs[..., -3:], info["proprio"]
+        mean = jnp.zeros((n, self.horizon, self.action_dim), jnp.float32)
+        for t in range(length):
+            if record:
+                for i, image in enumerate(envs_.call("render", cfg.video_size)):
+                    video[i].append(image)
+            action, mean = self.plan({"pixels": obs, "state": info["proprio"]}, mean, step=step, t=t,
+                                     eval_mode=eval_mode)
+            action = np.asarray(action)
+            obs, reward, terminated, truncated, info = envs_.step(action)
+            ended = terminated | truncated
+            if terminated.any() or (ended.any() and t < length - 1) or (t == length - 1 and not ended.all()):
+                raise RuntimeError(f"{cfg.task}: MoDem stores fixed-length episodes of {length} agent steps, but an "
+                                   f"environment {'terminated' if terminated.any() else 'ended'} at step {t + 1}")
+            frames[:, t + 1], states[:, t + 1] = obs[..., -3:], info["proprio"]
+            actions[:, t], rewards[:, t] = action, reward
+        return {"pixels": frames, "state": states}, actions, rewards, video
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _tree(self) -> Dict[str, Any]:
+        return {"agent": self.states, "replay": self.replays, "demo_replay": self.demo_replays}
+
+    def save(self) -> None:
+        meta = {"step": self.step, "episode": self.episode, "eval_count": self.eval_count,
+                "last_eval": self.last_eval, "bc_done": self.bc_done, "bc_metrics": self.bc_metrics}
+        self.checkpointer.save(self.step, self._tree(), meta)
+
+    def restore(self) -> None:
+        tree, meta = self.checkpointer.restore(self._tree())
+        self.states, self.replays, self.demo_replays = tree["agent"], tree["replay"], tree["demo_replay"]
+        self.step, self.episode = meta["step"], meta["episode"]
+        self.eval_count, self.last_eval = meta["eval_count"], meta["last_eval"]
+        self.bc_done, self.bc_metrics = meta["bc_done"], meta["bc_metrics"]
+
+    # ----------------------------------------------------------------------------- training
+    def train(self, resume: bool = False) -> dict:
+        cfg, length, config = self.cfg, self.episode_steps, self.agent_config
+        if resume:
+            self.restore()
+        if not self.bc_done:  # phase 1, then a checkpoint so that an interrupted run never repeats it
+            metrics = self.run_bc()
+            check_finite(metrics, cfg.seeds, self.step, self.checkpointer.latest_step())
+            self.bc_metrics = {name: [float(v) for v in values] for name, values in metrics.items()}
+            self.bc_done = True
+            self.save()
+        logger = Logger(self.run_dir, list(cfg.seeds), resume_step=self.step if resume else None,
+                        resume_frame=self.step * cfg.action_repeat if resume else None,
+                        metrics_row_before_checkpoint=False)
+        total_steps = cfg.num_train_frames // cfg.action_repeat
+        seed_steps = cfg.num_seed_frames // cfg.action_repeat
+        ckpt_every = max(cfg.checkpoint_every_frames // cfg.action_repeat, 1)
+        next_ckpt = (self.step // ckpt_every + 1) * ckpt_every
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.num_train_frames, initial=self.step * cfg.action_repeat, unit="frame",
+                       unit_scale=True, dynamic_ncols=True, mininterval=1.0,
+                       desc=f"modem {cfg.task} x{self.num_seeds} seed{'s' if self.num_seeds > 1 else ''}")
+        self.start_time = time.time()
+        try:
+            while self.step <= total_steps:  # the official loop, as EpisodicTrainer.train
+                if self.step >= next_ckpt:
+                    self.save()
+                    next_ckpt += ckpt_every
+                start = time.time()
+                seeds = [episode_seed(s, TRAIN_EPISODE, self.episode) for s in cfg.seeds]
+                obs, actions, rewards, _ = self.collect(self.train_envs, seeds, step=self.step, eval_mode=False)
+                self.replays = self._add(self.replays, jnp.asarray(obs["pixels"]), jnp.asarray(obs["state"]),
+                                         jnp.asarray(actions), jnp.asarray(rewards))
+                collect_time = time.time() - start
+                means = {}
+                if self.step >= seed_steps:
+                    num_updates = seed_steps if self.step == seed_steps else length
+                    if num_updates:
+                        means = jax.device_get(self.run_updates(num_updates))
+                        check_finite(means, cfg.seeds, self.step, self.checkpointer.latest_step())
+                now = time.time()
+                first_row = self.episode == 0
+                self.episode += 1
+                for i, seed in enumerate(cfg.seeds):
+                    row = {"seed": seed, "step": self.step, "frame": self.step * cfg.action_repeat,
+                           "episode": self.episode, "episode_reward": float(rewards[i].sum()),
+                           "episode_length": length, "fps": length * cfg.action_repeat / max(now - start, 1e-9),
+                           "phase": SEEDING if self.step < seed_steps else INTERACTIVE,
+                           "demo_batch_size": float("nan"), "collect_time": collect_time,
+                           "update_time": now - start - collect_time,
+                           # the updates' metrics, "demo_batch_size" among them: what modem.update was given
+                           **{k: float(v[i]) for k, v in means.items()}}
+                    if first_row:
+                        row["bc_iterations"] = self.agent.bc_iterations(config, length)
+                        row.update({k: v[i] for k, v in self.bc_metrics.items()})
+                    logger.log_train(row)
+                if (self.step * cfg.action_repeat) % cfg.eval_every_frames == 0:
+                    self.evaluate(logger)
+                    if bar is not None:
+                        bar.set_postfix(eval_return=f"{self.last_eval:.1f}", refresh=False)
+                self.step += length
+                if bar is not None:
+                    bar.update(length * cfg.action_repeat)
+            if self.checkpointer.latest_step() != self.step:  # resuming a finished run saves nothing new
+                self.save()
+        finally:
+            if bar is not None:
+                bar.close()
+            logger.close()
+        return {"step": self.step, "last_eval": self.last_eval}
+
+
+# ------------------------------------------------------------------------------------------------- programs
+# The jitted programs depend only on static settings, not on a trainer: built once per setting and
+# shared by every trainer of the process (a resumed trainer, the tests' several runs), so nothing is
+# compiled twice. The update programs change with the demo split along the schedule: a few are kept.
+
+
+@functools.lru_cache(maxsize=4)
+def _add_program(strategy: str):
+    return jax.jit(seeding.over_seeds(demo_data.add_replay_episode, strategy, jit=False), donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=8)
+def _plan_program(agent, agent_config, strategy: str, horizon: int, eval_mode: bool):
+    def plan_one(state, obs, loop_key, mean, step, first, counter, eval_counter):
+        # keys inside the compiled program, as EpisodicTrainer.plan
+        key = jax.random.fold_in(jax.random.fold_in(loop_key, PLAN_STREAM), counter)
+        if eval_mode:  # evaluation keys: their own stream, so evaluating never shifts training's
+            key = jax.random.fold_in(key, eval_counter)
+        return agent.plan(state, obs, key, mean, step=step, horizon=horizon, first_step=first, eval_mode=eval_mode)
+    return jax.jit(seeding.over_seeds(plan_one, strategy, jit=False))
+
+
+@functools.lru_cache(maxsize=4)
+def _bc_program(agent, config, strategy: str, horizon: int, iterations: int):
+    def bc_one(state, demo_replay, key):
+        def body(state, i):
+            k_sample, k_update = jax.random.split(jax.random.fold_in(key, i))
+            # with replacement, as S2's never-full demo buffer (ours is sized to the demos); weights unused
+            batch, _ = demo_data.sample_replay(demo_replay, k_sample, config.batch_size, horizon,
+                                               alpha=config.per_alpha, beta=config.per_beta, replace=True)
+            return agent.bc_update(state, batch, k_update)
+        state, metrics = jax.lax.scan(body, state, jnp.arange(iterations))
+        return state, jax.tree.map(lambda m: m[-1], metrics)
+    return jax.jit(seeding.over_seeds(bc_one, strategy, jit=False), donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=4)
+def _updates_program(agent, config, strategy: str, horizon: int, num_updates: int, replace: bool,
+                     n_interaction: int, n_demo: int):
+    def updates_one(state, replay, demo_replay, key, first_step):
+        def body(carry, i):
+            state, replay, demo_replay = carry
+            step = first_step + i
+            k_sample, k_demo, k_update = jax.random.split(jax.random.fold_in(key, step), 3)
+            batch, indices = demo_data.sample_replay(replay, k_sample, n_interaction, horizon, alpha=config.per_alpha,
+                                                     beta=config.per_beta, replace=replace)
+            demo_batch = None
+            if n_demo:
+                demo_batch, demo_indices = demo_data.sample_replay(demo_replay, k_demo, n_demo, horizon,
+                                                                   alpha=config.per_alpha, beta=config.per_beta,
+                                                                   replace=True)
+            state, metrics = agent.update(state, batch, demo_batch, step, k_update)
+            replay = demo_data.update_replay_priorities(replay, indices, metrics.pop("priorities"))
+            demo_priorities = metrics.pop("demo_priorities")
+            if n_demo:
+                demo_replay = demo_data.update_replay_priorities(demo_replay, demo_indices, demo_priorities)
+            return (state, replay, demo_replay), metrics
+        (state, replay, demo_replay), metrics = jax.lax.scan(body, (state, replay, demo_replay),
+                                                             jnp.arange(num_updates))
+        return state, replay, demo_replay, jax.tree.map(jnp.mean, metrics)
+    return jax.jit(seeding.over_seeds(updates_one, strategy, jit=False), donate_argnums=(0, 1, 2))
+
+
+def load_demos(task: str, demos: Optional[str], root: Optional[str], *, episode_length: int,
+               num_demos: int) -> demo_data.Demos:
+    """read_demos of `demos` (default: dataset_id_for(task) under `root`); a missing dataset is a
+    FileNotFoundError that names the path looked at and how to record the demos."""
+    dataset = demos or demo_data.dataset_id_for(task)
+    try:
+        return demo_data.read_demos(dataset, root, episode_length=episode_length, num_demos=num_demos)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"MoDem demos {dataset!r} not found: {error} Record them first, e.g. python scripts/collect_demos.py "
+            f"--run <a trained run of {task}> --episodes {num_demos} --root {datasets_root(root)}") from None
