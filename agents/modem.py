@@ -25,22 +25,23 @@ agents/tdmpc.py (losses, planner pieces, optimizers, EMA, schedules). What diffe
      (..., S)}. TD-MPC's loss functions take one observation array, so the fused model reads a packed
      float32 vector [pixels.ravel(), state] (`pack_observations`); this is internal to this file.
   4. Phase 1: `bc_loss`, `bc_update`, `bc_iterations`.
-  5. The demo ratio: `demo_batch_size`, `batch_split` (host side, Python ints).
+  5. The demo ratio: `demo_batch_size`, `batch_split` (host side, Python ints), `traced_demo_batch_size`
+     (the same value inside jit, from a traced step) and `demo_rows` (which rows of a batch are demos).
   6. `plan`: in the seed phase (training, step < seed_steps) the BC policy pi(z) + clipped min_std noise
      instead of TD-MPC's uniform actions; otherwise TD-MPC's MPPI on the fused model.
-  7. `update(state, interaction_batch, demo_batch, step, key)`: ONE TD-MPC update on the concatenation of
-     the two sub-batches, whose PER weights were normalized each in its own buffer (spec §2.6); the new
-     priorities come back split, metrics["priorities"] for the interaction part and
-     metrics["demo_priorities"] for the demo part. The split is the sub-batches' own (static) sizes,
-     never a batch size written into a shared config (spec §10 #4).
+  7. `combine_batches(interaction_batch, demo_batch, is_demo)` + `update(state, batch, is_demo, step, key)`:
+     ONE TD-MPC update on a batch of batch_size rows, each row a demo sequence where `is_demo` else an
+     interaction sequence, each sub-batch's PER weights normalized by the max over its own used rows
+     (spec §2.6). The split is a traced mask, so one compiled update serves every split (S2 recomputes
+     the split at every update); it is never a batch size written into a shared config (spec §10 #4).
+     metrics["priorities"] has all batch_size rows; the caller writes each buffer's rows back.
 
 Step accounting (spec §10 #1): every step here is an AGENT step; S2 logs env steps = 2 x agent steps and
 the paper plots agent steps. Schedules (std floor, horizon, demo ratio) read agent steps.
 
-Left to the caller: the demo sub-batch size is what the loop samples (S2 recomputes it at every update;
-each distinct size is one compiled update program, at most 129 over the 0.75 -> 0.25 schedule of 256).
-As in S2, BC leaves the target model at its initial copy (S2 copies it at construction, before BC);
-the EMA of phases 2-3 moves it.
+Left to the caller: sampling batch_size sequences from each buffer and writing the priorities of the rows
+it used back to each (core/modem_loop.py). As in S2, BC leaves the target model at its initial copy (S2
+copies it at construction, before BC); the EMA of phases 2-3 moves it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import chex
 import flax.linen as nn
@@ -194,6 +195,21 @@ def demo_batch_size(config: Config, step: int) -> int:
     int(...)); e.g. Adroit 192, 128, 64, 64 of 256 at steps 0, 25k, 50k, 100k. Host side (a Python int)."""
     ratio = schedules.parse(config.demo_schedule)(int(step))
     return int(math.floor(ratio * config.batch_size))
+
+
+def traced_demo_batch_size(config: Config, step: jax.Array) -> jax.Array:
+    """demo_batch_size for a traced agent step (jit-safe): int32 floor(demo_schedule(step) * batch_size),
+    in float32 (equal to the host value at every step 0..120k of the suites' schedules, see the tests)."""
+    ratio = schedules.parse(config.demo_schedule)(jnp.asarray(step, jnp.int32))
+    return jnp.floor(ratio * config.batch_size).astype(jnp.int32)
+
+
+def demo_rows(batch_size: int, n_demo: jax.Array) -> jax.Array:
+    """(batch_size,) bool: which rows of an update's batch are demo sequences, the last n_demo (interaction
+    rows first, as S2's concatenation). Each buffer's sample fills its rows from its first row on, so the
+    interaction rows used are the first n_interaction of its draw (Gumbel top-k draws without replacement
+    come in order: only a prefix of them is a sample of that size)."""
+    return jnp.arange(batch_size) >= batch_size - jnp.asarray(n_demo, jnp.int32)
 
 
 def batch_split(config: Config, step: int) -> Tuple[int, int]:
@@ -425,18 +441,28 @@ def plan(state: MoDemState, obs: Mapping[str, jnp.ndarray], key: jax.Array, prev
 # ----------------------------------------------------------------------------------------------
 
 
-def normalized_weights(weights: jnp.ndarray) -> jnp.ndarray:
-    """w / max(w) over one sub-batch (what each buffer's sampler returns already; idempotent)."""
-    return weights.astype(jnp.float32) / jnp.max(weights)
+def masked_normalized_weights(weights: jnp.ndarray, used: jnp.ndarray) -> jnp.ndarray:
+    """w / max(w over the `used` rows): one sub-batch's PER weights normalized by the max over the rows that
+    are trained on (S2 normalizes each sub-batch on its own). The unused rows' values are meaningless."""
+    weights = weights.astype(jnp.float32)
+    largest = jnp.max(jnp.where(used, weights, 0.0))
+    return weights / jnp.where(largest > 0, largest, 1.0)  # no used row: nothing of it is kept anyway
 
 
-def combine_batches(interaction_batch: Batch, demo_batch: Optional[Batch]) -> Batch:
-    """The interaction sequences followed by the demo sequences, each sub-batch's PER weights divided by its
-    own max (spec §2.6: sampled and weight-normalized separately, each in its own buffer). demo_batch None
-    (no demo part) gives the interaction batch with normalized weights."""
-    parts = [interaction_batch] if demo_batch is None else [interaction_batch, demo_batch]
-    parts = [{**part, "weights": normalized_weights(part["weights"])} for part in parts]
-    return jax.tree.map(lambda *leaves: jnp.concatenate(leaves, axis=0), *parts)
+def combine_batches(interaction_batch: Batch, demo_batch: Batch, is_demo: jnp.ndarray) -> Batch:
+    """The update's batch: row i is demo_batch's row i where is_demo[i], else interaction_batch's row i (both
+    batches and is_demo have batch_size rows; is_demo from demo_rows). Each sub-batch's PER weights are
+    divided by the max over its own used rows (spec §2.6: sampled and weight-normalized separately)."""
+    interaction_batch = {**interaction_batch,
+                         "weights": masked_normalized_weights(interaction_batch["weights"], ~is_demo)}
+    demo_batch = {**demo_batch, "weights": masked_normalized_weights(demo_batch["weights"], is_demo)}
+
+    def pick(interaction_leaf, demo_leaf):
+        chex.assert_equal_shape([interaction_leaf, demo_leaf])
+        row_mask = is_demo.reshape(is_demo.shape + (1,) * (demo_leaf.ndim - 1))
+        return jnp.where(row_mask, demo_leaf, interaction_leaf)
+
+    return jax.tree.map(pick, interaction_batch, demo_batch)
 
 
 def _td_mpc_update(state: MoDemState, batch: Batch, step, key: jax.Array) -> Tuple[MoDemState, Metrics]:
@@ -457,22 +483,16 @@ def _td_mpc_update(state: MoDemState, batch: Batch, step, key: jax.Array) -> Tup
 
 
 @jax.jit
-def update(state: MoDemState, interaction_batch: Batch, demo_batch: Optional[Batch], step,
-           key: jax.Array) -> Tuple[MoDemState, Metrics]:
+def update(state: MoDemState, batch: Batch, is_demo: jnp.ndarray, step, key: jax.Array) -> Tuple[MoDemState, Metrics]:
     """One MoDem update (S2 TDMPC.update): one TD-MPC update on interaction + demo sequences.
 
-    interaction_batch, demo_batch: from their own buffers (data/demos.py sample), obs {"pixels":
-    (n, H+1, h, w, C) uint8, "state": (n, H+1, S)}, action (n, H, A), reward (n, H), weights (n,).
-    The split (n_interaction, n_demo) is the sub-batches' own sizes (batch_split(config, step) on the host);
-    demo_batch None means no demo part. metrics: TD-MPC's scalars, "demo_batch_size", "priorities"
-    (n_interaction,) for the interaction buffer and "demo_priorities" (n_demo,) for the demo buffer (new PER
-    priorities, before the buffers' +1e-6)."""
-    n_interaction = interaction_batch["reward"].shape[0]
-    n_demo = 0 if demo_batch is None else demo_batch["reward"].shape[0]
-    state, metrics = _td_mpc_update(state, combine_batches(interaction_batch, demo_batch), step, key)
-    priorities = metrics.pop("priorities")
-    chex.assert_shape(priorities, (n_interaction + n_demo,))
-    metrics["demo_batch_size"] = jnp.asarray(n_demo, jnp.float32)
-    metrics["priorities"] = priorities[:n_interaction]
-    metrics["demo_priorities"] = priorities[n_interaction:]
+    batch: combine_batches' output, obs {"pixels": (B, H+1, h, w, C) uint8, "state": (B, H+1, S)},
+    action (B, H, A), reward (B, H), weights (B,); is_demo (B,) bool marks its demo rows (demo_rows of
+    traced_demo_batch_size(config, step) in the loop: a traced mask, so every split shares one program).
+    metrics: TD-MPC's scalars, "demo_batch_size" (the number of demo rows) and "priorities" (B,), the new
+    PER priorities of every row (before the buffers' +1e-6): the caller writes the demo rows' back to the
+    demo buffer and the others' to the interaction buffer."""
+    chex.assert_shape(is_demo, batch["reward"].shape[:1])
+    state, metrics = _td_mpc_update(state, batch, step, key)
+    metrics["demo_batch_size"] = jnp.sum(is_demo).astype(jnp.float32)
     return state, metrics

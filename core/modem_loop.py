@@ -8,13 +8,13 @@ MoDem = TD-MPC (core/episodic.py's loop) with demonstrations, in three phases:
      noise, no planning); at step == seed_steps, seed_steps updates at once;
   3. interactive learning: TD-MPC's schedule (plan a whole episode, then L updates).
 
-Every update of phases 2-3 draws n_interaction sequences from the interaction replay and n_demo from
-the demo replay, (n_interaction, n_demo) = batch_split(config, step), and writes the new priorities back
-into each buffer (modem.update's "priorities" and "demo_priorities"). Each distinct split is one compiled
-update program, so the split is HELD FIXED within one episode's update scan: it is batch_split at the agent
-step that starts the scan (S2 recomputes it at every update; with 500-step DMC episodes and a batch of 256
-the two differ by at most one or two sequences, and only inside the episode where the floor moves). The
-seed_steps updates at the end of the seed phase all use the split at step seed_steps.
+Every update of phases 2-3 trains on n_interaction sequences of the interaction replay and n_demo of the
+demo replay, (n_interaction, n_demo) = batch_split(config, step) at that update's own agent step, as S2.
+n_demo is computed inside the update scan (modem.traced_demo_batch_size), so one compiled program serves
+every split: each update samples a full batch_size from BOTH buffers, keeps the interaction rows of the
+first and the demo rows (the last n_demo, modem.demo_rows) of the second (modem.combine_batches), and
+writes the new priorities of the used rows only back into the buffer each came from (the `valid` mask of
+data/demos.py update_replay_priorities). The price is sampling both buffers fully at every update.
 
 Both replays live on the device (data/demos.py PixelStateReplay: pixel frames + the state of every
 step); the demo replay holds exactly the demos (spec §10 #5), one copy per seed so each seed's demo
@@ -26,7 +26,8 @@ have the environment's episode length, frame size, state size and action size.
 Step accounting (spec §3.3, §10 #1): metrics.csv and eval.csv log `step` (agent steps, what the
 schedules read and what the paper plots) and `frame` (environment steps = step x action_repeat, what
 S2 logs as env_step); metrics.csv also logs `phase` (2 seeding, 3 interactive; phase 1 has no episodes:
-its last BC loss and iteration count are on the first row), and `demo_batch_size` of the episode's updates.
+its last BC loss and iteration count are on the first row), and `demo_batch_size`: the mean n_demo of the
+updates that followed the episode.
 
 Checkpoints hold the agent states, both replays, the counters and whether BC is done; one is taken right
 after BC (step 0), so an interrupted run never repeats BC, and `--resume` continues exactly.
@@ -69,8 +70,10 @@ class MoDemTrainer(EpisodicTrainer):
 
     def __init__(self, agent, agent_config, cfg: LoopConfig, run_dir: str, *, demos: Optional[str] = None,
                  demos_root: Optional[str] = None):
-        if not all(hasattr(agent, name) for name in ("bc_update", "bc_iterations", "batch_split")):
-            raise ValueError(f"MoDemTrainer trains agents.modem (bc_update, bc_iterations, batch_split); "
+        needed = ("bc_update", "bc_iterations", "batch_split", "traced_demo_batch_size", "demo_rows",
+                  "combine_batches")
+        if not all(hasattr(agent, name) for name in needed):
+            raise ValueError(f"MoDemTrainer trains agents.modem ({', '.join(needed)}); "
                              f"got {getattr(agent, '__name__', agent)}")
         if envs.suite_of(cfg.task) != "dmc":
             raise ValueError(f"{cfg.task}: the MoDem loop runs DeepMind Control tasks (pixels + the flattened task "
@@ -162,26 +165,36 @@ class MoDemTrainer(EpisodicTrainer):
         self.states, metrics = fn(self.states, self.demo_replays, keys)
         return jax.device_get(metrics)
 
-    def batch_split(self, step: int) -> tuple:
-        """(n_interaction, n_demo) of the updates of the scan starting at agent step `step`."""
-        n_interaction, n_demo = self.agent.batch_split(self.agent_config, step)
-        if n_interaction < 1:
-            raise ValueError(f"demo_schedule {self.agent_config.demo_schedule!r} leaves no interaction sequences at "
-                             f"step {step} (batch_size {self.agent_config.batch_size}); keep its ratio below 1")
-        return n_interaction, n_demo
+    def check_demo_split(self, first_step: int, num_updates: int) -> None:
+        """ValueError unless every update of a scan starting at agent step `first_step` keeps at least one
+        interaction sequence (batch_split on the host, the values the scan computes on the device)."""
+        for step in range(first_step, first_step + num_updates):
+            if self.agent.batch_split(self.agent_config, step)[0] < 1:
+                raise ValueError(f"demo_schedule {self.agent_config.demo_schedule!r} leaves no interaction "
+                                 f"sequences at step {step} (batch_size {self.agent_config.batch_size}); keep its "
+                                 f"ratio below 1")
 
     def run_updates(self, num_updates: int):
-        """`num_updates` MoDem updates of every seed as one jitted scan, the split batch_split(self.step) for all
-        of them; each update's priorities go back to the buffer they came from. Returns the metric means (S,)."""
-        n_interaction, n_demo = self.batch_split(self.step)
+        """`num_updates` MoDem updates of every seed in jitted scans; update i (agent step self.step + i)
+        trains on batch_split(config, self.step + i), computed inside the scan, so the program does not depend
+        on the split. Each used row's priority goes back to the buffer it came from. Returns the metric means
+        (S,), "demo_batch_size" among them.
+
+        A multiple of the episode length (the seed_steps updates) runs as episode-length scans, the program of
+        every later episode: one program per sampling mode for the whole run. The keys depend on the update's
+        step only, so the result is the one of a single scan."""
+        self.check_demo_split(self.step, num_updates)
         replace = int(self.replays.sequences.num_episodes[0]) < self.replay_episodes
-        fn = _updates_program(self.agent, self.agent_config, self.strategy, self.horizon, num_updates, replace,
-                              n_interaction, n_demo)
+        chunk = self.episode_steps if num_updates % self.episode_steps == 0 else num_updates
+        fn = _updates_program(self.agent, self.agent_config, self.strategy, self.horizon, chunk, replace)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, UPDATE_STREAM))(self.loop_keys)
-        first = jnp.full((self.num_seeds,), self.step, jnp.int32)
-        self.states, self.replays, self.demo_replays, metrics = fn(self.states, self.replays, self.demo_replays,
-                                                                   keys, first)
-        return metrics
+        chunk_means = []
+        for offset in range(0, num_updates, chunk):
+            first = jnp.full((self.num_seeds,), self.step + offset, jnp.int32)
+            self.states, self.replays, self.demo_replays, metrics = fn(self.states, self.replays,
+                                                                       self.demo_replays, keys, first)
+            chunk_means.append(metrics)
+        return jax.tree.map(lambda *means: sum(means) / len(means), *chunk_means)  # equal chunks: the mean
 
     # ----------------------------------------------------------------------------- episodes
     def collect(self, envs_, seeds, *, step: int, eval_mode: bool, record: bool = False):
@@ -281,7 +294,7 @@ class MoDemTrainer(EpisodicTrainer):
                            "phase": SEEDING if self.step < seed_steps else INTERACTIVE,
                            "demo_batch_size": float("nan"), "collect_time": collect_time,
                            "update_time": now - start - collect_time,
-                           # the updates' metrics, "demo_batch_size" among them: what modem.update was given
+                           # the updates' metric means, "demo_batch_size" among them: the mean n_demo
                            **{k: float(v[i]) for k, v in means.items()}}
                     if first_row:
                         row["bc_iterations"] = self.agent.bc_iterations(config, length)
@@ -306,7 +319,8 @@ class MoDemTrainer(EpisodicTrainer):
 # ------------------------------------------------------------------------------------------------- programs
 # The jitted programs depend only on static settings, not on a trainer: built once per setting and
 # shared by every trainer of the process (a resumed trainer, the tests' several runs), so nothing is
-# compiled twice. The update programs change with the demo split along the schedule: a few are kept.
+# compiled twice. The update program does not depend on the demo split (a traced value): one per
+# sampling mode (with replacement until the interaction buffer is full, without afterwards).
 
 
 @functools.lru_cache(maxsize=4)
@@ -340,25 +354,26 @@ def _bc_program(agent, config, strategy: str, horizon: int, iterations: int):
 
 
 @functools.lru_cache(maxsize=4)
-def _updates_program(agent, config, strategy: str, horizon: int, num_updates: int, replace: bool,
-                     n_interaction: int, n_demo: int):
+def _updates_program(agent, config, strategy: str, horizon: int, num_updates: int, replace: bool):
+    batch_size = config.batch_size
+
     def updates_one(state, replay, demo_replay, key, first_step):
         def body(carry, i):
             state, replay, demo_replay = carry
             step = first_step + i
             k_sample, k_demo, k_update = jax.random.split(jax.random.fold_in(key, step), 3)
-            batch, indices = demo_data.sample_replay(replay, k_sample, n_interaction, horizon, alpha=config.per_alpha,
+            # A full batch from each buffer: which rows are used is a traced mask of this update's split.
+            is_demo = agent.demo_rows(batch_size, agent.traced_demo_batch_size(config, step))
+            batch, indices = demo_data.sample_replay(replay, k_sample, batch_size, horizon, alpha=config.per_alpha,
                                                      beta=config.per_beta, replace=replace)
-            demo_batch = None
-            if n_demo:
-                demo_batch, demo_indices = demo_data.sample_replay(demo_replay, k_demo, n_demo, horizon,
-                                                                   alpha=config.per_alpha, beta=config.per_beta,
-                                                                   replace=True)
-            state, metrics = agent.update(state, batch, demo_batch, step, k_update)
-            replay = demo_data.update_replay_priorities(replay, indices, metrics.pop("priorities"))
-            demo_priorities = metrics.pop("demo_priorities")
-            if n_demo:
-                demo_replay = demo_data.update_replay_priorities(demo_replay, demo_indices, demo_priorities)
+            demo_batch, demo_indices = demo_data.sample_replay(demo_replay, k_demo, batch_size, horizon,
+                                                               alpha=config.per_alpha, beta=config.per_beta,
+                                                               replace=True)
+            state, metrics = agent.update(state, agent.combine_batches(batch, demo_batch, is_demo), is_demo, step,
+                                          k_update)
+            priorities = metrics.pop("priorities")
+            replay = demo_data.update_replay_priorities(replay, indices, priorities, valid=~is_demo)
+            demo_replay = demo_data.update_replay_priorities(demo_replay, demo_indices, priorities, valid=is_demo)
             return (state, replay, demo_replay), metrics
         (state, replay, demo_replay), metrics = jax.lax.scan(body, (state, replay, demo_replay),
                                                              jnp.arange(num_updates))

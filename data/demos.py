@@ -353,9 +353,12 @@ def sample_replay(replay: PixelStateReplay, key: jax.Array, batch_size: int, hor
     return {**batch, "obs": {"pixels": batch["obs"], "state": state}}, indices
 
 
-def update_replay_priorities(replay: PixelStateReplay, indices: jax.Array, priorities: jax.Array) -> PixelStateReplay:
-    """sequence_replay.update_priorities of the pixel part (the states have no priorities)."""
-    return replay.replace(sequences=sequence_replay.update_priorities(replay.sequences, indices, priorities))
+def update_replay_priorities(replay: PixelStateReplay, indices: jax.Array, priorities: jax.Array,
+                             valid: Optional[jax.Array] = None) -> PixelStateReplay:
+    """sequence_replay.update_priorities of the pixel part (the states have no priorities); rows whose
+    `valid` flag is False (optional (B,) bool) change nothing."""
+    return replay.replace(sequences=sequence_replay.update_priorities(replay.sequences, indices, priorities,
+                                                                      valid))
 
 
 def demo_replay(demos: Demos, *, frame_stack: int, horizon: int = 5,

@@ -48,7 +48,8 @@ Priorities: a new episode's steps get `max_priority` (1.0 if the buffer is empty
 the filled rows, as the official code does by taking the max of its priority array at every add
 (so it can go down, unlike the running max of data/prioritized.py). A slot drawn twice in one batch
 keeps the larger of its two new priorities (a deterministic choice; the official write is "last one
-wins" in an unspecified order).
+wins" in an unspecified order). An optional `valid` mask leaves the rows of a batch that were not
+trained on out of the write entirely (MoDem samples a full batch and uses only some of its rows).
 
 Use under jit with the state donated (`jax.jit(add_episode, donate_argnums=0)`), or inside a jitted
 loop, so that adding an episode writes in place instead of copying the whole buffer. `sample` assumes
@@ -356,11 +357,15 @@ def sample(state: SequenceReplay, key: jax.Array, batch_size: int, horizon: int,
 # ----------------------------------------------------------------------------------------------
 
 
-def update_priorities(state: SequenceReplay, indices: jax.Array, priorities: jax.Array) -> SequenceReplay:
+def update_priorities(state: SequenceReplay, indices: jax.Array, priorities: jax.Array,
+                      valid: Optional[jax.Array] = None) -> SequenceReplay:
     """Sets p = priority + 1e-6 at the flat slots `indices` (B,) from `sample` (jittable); a slot given
     twice keeps the larger value. Then max_priority = the largest priority in the filled rows.
 
     priorities: (B,) or (B, 1), finite and >= 0 (the agent's per-sample TD priorities).
+    valid: optional (B,) bool; rows where it is False are ignored entirely (the result is that of the
+    valid rows alone: no write, no +1e-6, no say in a repeated slot; with no valid row the state comes
+    back unchanged). For a batch of which only some rows were trained on (MoDem's demo split).
     """
     indices = jnp.asarray(indices)
     priorities = jnp.asarray(priorities, jnp.float32)
@@ -370,8 +375,17 @@ def update_priorities(state: SequenceReplay, indices: jax.Array, priorities: jax
         raise ValueError(f"indices must have shape (B,) and priorities (B,) or (B, 1); got indices "
                          f"{indices.shape} and priorities {priorities.shape}")
     flat = state.priority.reshape(-1)
+    any_valid = jnp.asarray(True)
+    if valid is not None:
+        valid = jnp.asarray(valid)
+        if valid.shape != indices.shape or valid.dtype != jnp.bool_:
+            raise ValueError(f"valid must be a bool array of shape {indices.shape} (one flag per index); got "
+                             f"{valid.dtype} {valid.shape}")
+        # Ignored rows point past the end and are dropped by the scatters below.
+        indices = jnp.where(valid, indices, flat.size)
+        any_valid = valid.any()
     # Clearing first and then taking the max makes a repeated slot's result deterministic.
-    flat = flat.at[indices].set(0.0).at[indices].max(priorities + PRIORITY_EPS)
+    flat = flat.at[indices].set(0.0, mode="drop").at[indices].max(priorities + PRIORITY_EPS, mode="drop")
     priority = flat.reshape(state.priority.shape)
     max_priority = jnp.max(jnp.where(_filled_rows(state)[:, None], priority, 0.0))
-    return state.replace(priority=priority, max_priority=max_priority)
+    return state.replace(priority=priority, max_priority=jnp.where(any_valid, max_priority, state.max_priority))

@@ -156,6 +156,15 @@ def test_demo_replay_holds_exactly_the_demos_with_states_aligned(tmp_path):
     batch, indices = demos.sample_replay(replay, jax.random.PRNGKey(0), 64, 3)
     _check_aligned(batch, 3)
     np.testing.assert_allclose(batch["weights"], 1.0)  # untouched priorities: uniform over the sampleable steps
+    # Only the rows flagged valid are written (here the first 2 of 64): the others keep priority 1.
+    valid = jnp.arange(64) < 2
+    masked = demos.update_replay_priorities(replay, indices, jnp.full((64,), 2.0), valid=valid)
+    written = np.zeros(priority.size, bool)
+    written[np.asarray(indices[:2])] = True
+    flat = np.asarray(masked.sequences.priority).reshape(-1)
+    np.testing.assert_allclose(flat[written], 2.0 + 1e-6, rtol=1e-7)
+    np.testing.assert_array_equal(flat[~written], priority.reshape(-1)[~written])
+    np.testing.assert_array_equal(masked.state, replay.state)
     replay = demos.update_replay_priorities(replay, indices, jnp.full((64,), 2.0))
     assert float(replay.sequences.max_priority) == pytest.approx(2.0 + 1e-6)
 

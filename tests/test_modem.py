@@ -90,6 +90,28 @@ def test_demo_batch_size_follows_the_schedule():
     assert modem.demo_batch_size(c, 1000) == 189  # floor(0.74 * 256 = 189.44)
 
 
+def test_traced_demo_batch_size_equals_the_host_value():
+    traced = jax.jit(modem.traced_demo_batch_size, static_argnums=0)
+    # by hand (DMC / Adroit 0.75 -> 0.25 over 50k of 256): 192 - step / 390.625, then 64
+    by_hand = {0: 192, 1000: 189, 3125: 184, 3126: 183, 25_000: 128, 49_999: 64, 50_000: 64, 100_000: 64}
+    c = modem.config_for_task("walker_walk")
+    for step, size in by_hand.items():
+        assert modem.demo_batch_size(c, step) == size == int(traced(c, jnp.int32(step))), step
+    # and at every 7th step of 0..60k of each suite's schedule plus a small batch (float32 vs Python floats)
+    steps = np.arange(0, 60_001, 7)
+    for c in (modem.config_for_task("adroit_door"), modem.config_for_task("mw_assembly"),
+              dataclasses.replace(TINY, demo_schedule="linear(0.5,0.25,160)")):
+        on_device = np.asarray(jax.jit(jax.vmap(lambda s: modem.traced_demo_batch_size(c, s)))(jnp.asarray(steps)))
+        host = np.array([modem.demo_batch_size(c, int(s)) for s in steps])
+        np.testing.assert_array_equal(on_device, host)
+        assert on_device.dtype == np.int32
+
+
+def test_demo_rows_are_the_last_n_demo():
+    np.testing.assert_array_equal(modem.demo_rows(5, jnp.int32(2)), [False, False, False, True, True])
+    np.testing.assert_array_equal(modem.demo_rows(3, 0), [False, False, False])
+
+
 # ================================================================ model
 
 
@@ -201,33 +223,44 @@ def test_evaluation_always_plans(agent):
 # ================================================================ phase 3: one update on interaction + demo data
 
 
-def test_combine_batches_normalizes_each_sub_batch_by_its_own_max():
-    interaction = sequences(8, 3, weights=[0.5, 2.0, 1.0])
-    demo = sequences(9, 2, weights=[0.1, 0.4])
-    combined = modem.combine_batches(interaction, demo)
+def test_combine_batches_picks_rows_and_normalizes_each_sub_batch_over_its_used_rows():
+    interaction = sequences(8, 5, weights=[0.5, 2.0, 1.0, 8.0, 9.0])  # rows 3, 4 unused: their 8 and 9 ignored
+    demo = sequences(9, 5, weights=[7.0, 6.0, 0.2, 0.1, 0.4])  # rows 0-2 unused
+    is_demo = jnp.array([False, False, False, True, True])
+    combined = modem.combine_batches(interaction, demo, is_demo)
+    # by hand: interaction [0.5, 2, 1] / 2, demo [0.1, 0.4] / 0.4
     np.testing.assert_allclose(combined["weights"], [0.25, 1.0, 0.5, 0.25, 1.0])
-    np.testing.assert_array_equal(combined["obs"]["pixels"][3:], demo["obs"]["pixels"])  # demo part last
-    np.testing.assert_array_equal(combined["action"][:3], interaction["action"])
-    alone = modem.combine_batches(interaction, None)
-    np.testing.assert_allclose(alone["weights"], [0.25, 1.0, 0.5])
+    np.testing.assert_array_equal(combined["obs"]["pixels"][:3], interaction["obs"]["pixels"][:3])
+    np.testing.assert_array_equal(combined["obs"]["pixels"][3:], demo["obs"]["pixels"][3:])  # demo part last
+    np.testing.assert_array_equal(combined["obs"]["state"][3:], demo["obs"]["state"][3:])
+    np.testing.assert_array_equal(combined["action"][:3], interaction["action"][:3])
+    np.testing.assert_array_equal(combined["reward"][3:], demo["reward"][3:])
+    alone = modem.combine_batches(interaction, demo, jnp.zeros(5, bool))  # no demo row
+    np.testing.assert_allclose(alone["weights"], [0.5 / 9, 2 / 9, 1 / 9, 8 / 9, 1.0], rtol=1e-6)
+    np.testing.assert_array_equal(alone["action"], interaction["action"])
 
 
-def test_update_splits_priorities_between_the_two_buffers(agent):
-    interaction, demo = sequences(10, 4), sequences(11, 2)
+def test_update_returns_a_priority_per_row(agent):
+    interaction, demo = sequences(10, 6), sequences(11, 6)
+    is_demo = modem.demo_rows(6, 2)
     key = jax.random.PRNGKey(12)
-    state, metrics = modem.update(agent, interaction, demo, 0, key)
-    assert metrics["priorities"].shape == (4,) and metrics["demo_priorities"].shape == (2,)
+    batch = modem.combine_batches(interaction, demo, is_demo)
+    state, metrics = modem.update(agent, batch, is_demo, 0, key)
+    assert metrics["priorities"].shape == (6,)
     assert float(metrics["demo_batch_size"]) == 2
     assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values())
-    assert np.all(np.asarray(metrics["demo_priorities"]) > 0)
-    # Priorities are per sequence: changing one demo sequence changes only its own demo priority, so the
-    # first four belong to the interaction buffer and the last two to the demo buffer, in order.
+    assert np.all(np.asarray(metrics["priorities"]) > 0)
+    # Priorities are per row: changing one demo sequence changes only its own row's priority; changing an
+    # unused row changes nothing at all.
     changed = jax.tree.map(lambda x: x, demo)
-    changed["reward"] = demo["reward"].at[1].add(5.0)
-    _, other = modem.update(agent, interaction, changed, 0, key)
-    np.testing.assert_array_equal(other["priorities"], metrics["priorities"])
-    assert other["demo_priorities"][0] == metrics["demo_priorities"][0]
-    assert other["demo_priorities"][1] > metrics["demo_priorities"][1] + 1
+    changed["reward"] = demo["reward"].at[5].add(5.0)
+    _, other = modem.update(agent, modem.combine_batches(interaction, changed, is_demo), is_demo, 0, key)
+    np.testing.assert_array_equal(other["priorities"][:5], metrics["priorities"][:5])
+    assert other["priorities"][5] > metrics["priorities"][5] + 1
+    unused = jax.tree.map(lambda x: x, demo)
+    unused["reward"] = demo["reward"].at[0].add(5.0)
+    _, same = modem.update(agent, modem.combine_batches(interaction, unused, is_demo), is_demo, 0, key)
+    np.testing.assert_array_equal(same["priorities"], metrics["priorities"])
     # one TD-MPC update: model, policy and (step 0 is even) the EMA moved; the BC optimizer did not
     assert not np.allclose(state.params["q"]["params"]["q1_dense_2"]["kernel"], 0)
     ema = tdmpc.ema(agent.target_params, state.params, TINY.tau)

@@ -1,5 +1,6 @@
 """MoDem's loop (core/modem_loop.py) with a tiny agent on cartpole: the three phases in order, the demo
-sub-batch of the schedule, both step units logged, exact resume; and envs/dmc.py's proprio option.
+sub-batch of the schedule at every update, one compiled update scan for every split, both step units logged,
+exact resume; and envs/dmc.py's proprio option.
 
 Expected values are hand-computed from the settings below (counts, schedule values) or statistics of the
 seed-phase noise (the BC policy's output is recomputed here from the agent state of the end of BC).
@@ -79,6 +80,45 @@ def read_rows(path):
     return np.genfromtxt(path, delimiter=",", names=True)
 
 
+def test_update_scan_compiles_once_for_every_demo_split(tmp_path, demos_root):
+    config = modem.config_for_task(TASK, **TINY)
+    trainer = MoDemTrainer(modem, config, loop_config(config), str(tmp_path / "run"), demos_root=demos_root)
+    compiles = []
+
+    def count(event, duration_secs, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        rng = np.random.default_rng(0)
+        for _ in range(2):  # two random episodes in the interaction replay
+            trainer.replays = trainer._add(
+                trainer.replays, jnp.asarray(rng.integers(0, 256, (1, LENGTH + 1, 16, 16, 3)), jnp.uint8),
+                jnp.asarray(rng.normal(size=(1, LENGTH + 1, trainer.state_dim)), jnp.float32),
+                jnp.asarray(rng.uniform(-1, 1, (1, LENGTH, trainer.action_dim)), jnp.float32),
+                jnp.asarray(rng.uniform(0, 1, (1, LENGTH)), jnp.float32))
+        # floor(4 - step / 80) per update until step 160, then 2 (ratio 0.25): means over the updates by hand
+        calls = [(0, 4, 3.25),  # steps 0..3: 4, 3, 3, 3
+                 (78, 4, 2.75),  # 78..81: 3, 3, 3, 2
+                 (200, 4, 2.0),
+                 (0, 2 * LENGTH, 241 / 80),  # 0..79: 4 once, then 3; run as two episode-length scans
+                 (120, LENGTH, 2.0)]  # 120..159: the episode-length program of the call before
+        for call, (step, num_updates, mean) in enumerate(calls):
+            trainer.step = step
+            before = len(compiles)
+            metrics = jax.device_get(trainer.run_updates(num_updates))
+            np.testing.assert_allclose(metrics["demo_batch_size"], [mean], rtol=1e-6)
+            assert np.isfinite(metrics["consistency_loss"]).all()
+            if call == 0:
+                assert len(compiles) > before  # the listener sees compilations: the scan's program
+            elif call != 3:  # (call 3 may compile the episode-length scan, unless an earlier test did)
+                assert len(compiles) == before, f"step {step}: the update scan compiled again for another split"
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+        trainer.close()
+
+
 def test_phases_schedule_logging_and_exact_resume(tmp_path, demos_root):
     (states, replays, demo_replays), calls, seed_phase, bc_state = train(tmp_path / "a", demos_root)
 
@@ -106,8 +146,10 @@ def test_phases_schedule_logging_and_exact_resume(tmp_path, demos_root):
     assert metrics["step"].tolist() == [0, 40, 80, 120, 160]
     assert np.all(metrics["frame"] == REPEAT * metrics["step"])  # env steps
     assert metrics["phase"].tolist() == [2, 2, 3, 3, 3]
-    # floor(ratio * 8): ratio(80) = 0.375 -> 3, ratio(120) = 0.3125 -> 2, ratio(160) = 0.25 -> 2
-    np.testing.assert_array_equal(metrics["demo_batch_size"], [np.nan, np.nan, 3, 2, 2])
+    # Each update's own split, floor(ratio(step) * 8) = floor(4 - step / 80) until step 160, then 2; logged as
+    # the mean over the updates after the episode: steps 80..159 give 3 once then 2 (161 / 80 = 2.0125),
+    # steps 120..159 and 160..199 give 2.
+    np.testing.assert_allclose(metrics["demo_batch_size"], [np.nan, np.nan, 2.0125, 2, 2], rtol=1e-6)
     assert metrics["bc_iterations"][0] == 160 and np.isfinite(metrics["bc_loss"][0])
     assert np.all(np.isfinite(metrics["consistency_loss"][2:]))
     evals = read_rows(tmp_path / "a" / "eval.csv")

@@ -116,6 +116,32 @@ def test_update_priorities_adds_eps_and_leaves_other_slots():
     assert after[2] > 0  # +1e-6: a slot whose TD error is 0 can still be drawn
 
 
+def test_update_priorities_ignores_the_rows_not_valid():
+    length = 4
+    state, _ = fill(sr.init(2 * length, length, (3,), np.float32, 2, horizon=1), [0, 1], length)
+    state = set_all_priorities(state, np.array([9, 2, 2, 0, 3, 3, 1, 0], np.float32))
+    indices = jnp.array([6, 1, 6, 2, 0], jnp.int32)
+    new = jnp.array([0.25, 7.0, 2.0, 0.0, 20.0])
+    valid = jnp.array([True, False, False, True, False])
+    masked = update_priorities(state, indices, new, valid)
+    # by hand: slot 6 keeps the valid 0.25 (the ignored 2.0 has no say), slot 2 gets 0 + 1e-6; the ignored
+    # slots 1 and 0 keep 2 and 9 exactly (no +1e-6), and the ignored 20 never reaches max_priority
+    np.testing.assert_allclose(np.asarray(masked.priority).reshape(-1),
+                               [9, 2, 1e-6, 0, 3, 3, 0.25 + 1e-6, 0], rtol=1e-7, atol=0)
+    assert np.asarray(masked.priority)[0, 1] == np.asarray(state.priority)[0, 1]
+    assert float(masked.max_priority) == pytest.approx(9.0)
+    # the same as writing the valid rows alone
+    alone = update_priorities(state, indices[valid], new[valid])
+    jax.tree.map(np.testing.assert_array_equal, masked, alone)
+    # no valid row: nothing changes; all rows valid: the unmasked write
+    untouched = update_priorities(state, indices, new, jnp.zeros(5, bool))
+    jax.tree.map(np.testing.assert_array_equal, untouched, state)
+    jax.tree.map(np.testing.assert_array_equal, update_priorities(state, indices, new, jnp.ones(5, bool)),
+                 update_priorities(state, indices, new))
+    with pytest.raises(ValueError, match="valid must be a bool array of shape"):
+        sr.update_priorities(state, indices, new, jnp.ones(4, bool))
+
+
 # ------------------------------------------------------------------------------------------ sampling
 
 
