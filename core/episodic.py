@@ -28,10 +28,8 @@ taken between episodes (agent states, replay, counters), so `--resume` continues
 
 from __future__ import annotations
 
-import functools
 import os
 import time
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -209,11 +207,24 @@ class EpisodicTrainer:
         self.step, self.episode = meta["step"], meta["episode"]
         self.eval_count, self.last_eval = meta["eval_count"], meta["last_eval"]
 
+    # ----------------------------------------------------------------------------- what a subclass changes
+    def before_episodes(self) -> None:
+        """Runs after a resume's restore and before the first episode (MoDem: its BC phase)."""
+
+    def store_episode(self, observations, actions: np.ndarray, rewards: np.ndarray) -> None:
+        """Adds one collected episode of every seed to the replays."""
+        self.replays = self._add(self.replays, jnp.asarray(observations), jnp.asarray(actions), jnp.asarray(rewards))
+
+    def row_extras(self, seed_index: int, seed_steps: int) -> dict:
+        """Extra metrics.csv columns of this episode's row for one seed (before the update means)."""
+        return {}
+
     # ----------------------------------------------------------------------------- training
     def train(self, resume: bool = False) -> dict:
         cfg, length = self.cfg, self.episode_steps
         if resume:
             self.restore()
+        self.before_episodes()
         logger = Logger(self.run_dir, list(cfg.seeds), resume_step=self.step if resume else None,
                         resume_frame=self.step * cfg.action_repeat if resume else None,
                         metrics_row_before_checkpoint=False)
@@ -237,8 +248,9 @@ class EpisodicTrainer:
                     next_ckpt += ckpt_every
                 start = time.time()
                 seeds = [episode_seed(s, TRAIN_EPISODE, self.episode) for s in cfg.seeds]
-                frames, actions, rewards, _ = self.collect(self.train_envs, seeds, step=self.step, eval_mode=False)
-                self.replays = self._add(self.replays, jnp.asarray(frames), jnp.asarray(actions), jnp.asarray(rewards))
+                observations, actions, rewards, _ = self.collect(self.train_envs, seeds, step=self.step,
+                                                                 eval_mode=False)
+                self.store_episode(observations, actions, rewards)
                 collect_time = time.time() - start
                 means = {}
                 if self.step >= seed_steps:
@@ -253,6 +265,7 @@ class EpisodicTrainer:
                                       "episode": self.episode, "episode_reward": float(rewards[i].sum()),
                                       "episode_length": length, "fps": length * cfg.action_repeat / max(now - start, 1e-9),
                                       "collect_time": collect_time, "update_time": now - start - collect_time,
+                                      **self.row_extras(i, seed_steps),
                                       **{k: float(v[i]) for k, v in means.items()}})
                 if (self.step * cfg.action_repeat) % cfg.eval_every_frames == 0:
                     self.evaluate(logger)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import time
 from typing import Any, Dict, Optional
 
 import jax
@@ -51,8 +50,7 @@ import envs
 from core import seeds as seeding
 from core.checkpoint import Checkpointer
 from core.episodic import PLAN_STREAM, UPDATE_STREAM, EpisodicTrainer
-from core.logging import Logger
-from core.offpolicy import TRAIN_EPISODE, LoopConfig, action_size, check_finite, env_kwargs, episode_seed
+from core.offpolicy import LoopConfig, action_size, check_finite, env_kwargs
 from data import demos as demo_data
 from data import sequence_replay
 from data.datasets import datasets_root
@@ -241,79 +239,30 @@ class MoDemTrainer(EpisodicTrainer):
         self.eval_count, self.last_eval = meta["eval_count"], meta["last_eval"]
         self.bc_done, self.bc_metrics = meta["bc_done"], meta["bc_metrics"]
 
-    # ----------------------------------------------------------------------------- training
-    def train(self, resume: bool = False) -> dict:
-        cfg, length, config = self.cfg, self.episode_steps, self.agent_config
-        if resume:
-            self.restore()
-        if not self.bc_done:  # phase 1, then a checkpoint so that an interrupted run never repeats it
-            metrics = self.run_bc()
-            check_finite(metrics, cfg.seeds, self.step, self.checkpointer.latest_step())
-            self.bc_metrics = {name: [float(v) for v in values] for name, values in metrics.items()}
-            self.bc_done = True
-            self.save()
-        logger = Logger(self.run_dir, list(cfg.seeds), resume_step=self.step if resume else None,
-                        resume_frame=self.step * cfg.action_repeat if resume else None,
-                        metrics_row_before_checkpoint=False)
-        total_steps = cfg.num_train_frames // cfg.action_repeat
-        seed_steps = cfg.num_seed_frames // cfg.action_repeat
-        ckpt_every = max(cfg.checkpoint_every_frames // cfg.action_repeat, 1)
-        next_ckpt = (self.step // ckpt_every + 1) * ckpt_every
-        bar = None
-        if cfg.progress:
-            from tqdm import tqdm
+    # ----------------------------------------------------------------------------- EpisodicTrainer's hooks
+    # The episode loop is EpisodicTrainer.train (the official TD-MPC schedule); MoDem adds phase 1 before it,
+    # stores pixels and state, and logs the phase and the BC summary.
+    def before_episodes(self) -> None:
+        """Phase 1 (BC), once; then a checkpoint, so that an interrupted run never repeats it."""
+        if self.bc_done:
+            return
+        metrics = self.run_bc()
+        check_finite(metrics, self.cfg.seeds, self.step, self.checkpointer.latest_step())
+        self.bc_metrics = {name: [float(v) for v in values] for name, values in metrics.items()}
+        self.bc_done = True
+        self.save()
 
-            bar = tqdm(total=cfg.num_train_frames, initial=self.step * cfg.action_repeat, unit="frame",
-                       unit_scale=True, dynamic_ncols=True, mininterval=1.0,
-                       desc=f"modem {cfg.task} x{self.num_seeds} seed{'s' if self.num_seeds > 1 else ''}")
-        self.start_time = time.time()
-        try:
-            while self.step <= total_steps:  # the official loop, as EpisodicTrainer.train
-                if self.step >= next_ckpt:
-                    self.save()
-                    next_ckpt += ckpt_every
-                start = time.time()
-                seeds = [episode_seed(s, TRAIN_EPISODE, self.episode) for s in cfg.seeds]
-                obs, actions, rewards, _ = self.collect(self.train_envs, seeds, step=self.step, eval_mode=False)
-                self.replays = self._add(self.replays, jnp.asarray(obs["pixels"]), jnp.asarray(obs["state"]),
-                                         jnp.asarray(actions), jnp.asarray(rewards))
-                collect_time = time.time() - start
-                means = {}
-                if self.step >= seed_steps:
-                    num_updates = seed_steps if self.step == seed_steps else length
-                    if num_updates:
-                        means = jax.device_get(self.run_updates(num_updates))
-                        check_finite(means, cfg.seeds, self.step, self.checkpointer.latest_step())
-                now = time.time()
-                first_row = self.episode == 0
-                self.episode += 1
-                for i, seed in enumerate(cfg.seeds):
-                    row = {"seed": seed, "step": self.step, "frame": self.step * cfg.action_repeat,
-                           "episode": self.episode, "episode_reward": float(rewards[i].sum()),
-                           "episode_length": length, "fps": length * cfg.action_repeat / max(now - start, 1e-9),
-                           "phase": SEEDING if self.step < seed_steps else INTERACTIVE,
-                           "demo_batch_size": float("nan"), "collect_time": collect_time,
-                           "update_time": now - start - collect_time,
-                           # the updates' metric means, "demo_batch_size" among them: the mean n_demo
-                           **{k: float(v[i]) for k, v in means.items()}}
-                    if first_row:
-                        row["bc_iterations"] = self.agent.bc_iterations(config, length)
-                        row.update({k: v[i] for k, v in self.bc_metrics.items()})
-                    logger.log_train(row)
-                if (self.step * cfg.action_repeat) % cfg.eval_every_frames == 0:
-                    self.evaluate(logger)
-                    if bar is not None:
-                        bar.set_postfix(eval_return=f"{self.last_eval:.1f}", refresh=False)
-                self.step += length
-                if bar is not None:
-                    bar.update(length * cfg.action_repeat)
-            if self.checkpointer.latest_step() != self.step:  # resuming a finished run saves nothing new
-                self.save()
-        finally:
-            if bar is not None:
-                bar.close()
-            logger.close()
-        return {"step": self.step, "last_eval": self.last_eval}
+    def store_episode(self, observations, actions: np.ndarray, rewards: np.ndarray) -> None:
+        self.replays = self._add(self.replays, jnp.asarray(observations["pixels"]), jnp.asarray(observations["state"]),
+                                 jnp.asarray(actions), jnp.asarray(rewards))
+
+    def row_extras(self, seed_index: int, seed_steps: int) -> dict:
+        # demo_batch_size: NaN before any update; the updates' mean n_demo overrides it when they ran
+        row = {"phase": SEEDING if self.step < seed_steps else INTERACTIVE, "demo_batch_size": float("nan")}
+        if self.episode == 1:  # the first episode's row carries the BC summary
+            row["bc_iterations"] = self.agent.bc_iterations(self.agent_config, self.episode_steps)
+            row.update({k: v[seed_index] for k, v in self.bc_metrics.items()})
+        return row
 
 
 # ------------------------------------------------------------------------------------------------- programs
