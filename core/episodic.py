@@ -178,18 +178,18 @@ class EpisodicTrainer:
     def evaluate(self, logger: Logger) -> None:
         cfg = self.cfg
         returns = np.zeros(self.num_seeds)
+        frame = self.step * cfg.action_repeat
         for ep in range(cfg.num_eval_episodes):
             seeds = [episode_seed(s, EVAL_EPISODE, self.eval_count * cfg.num_eval_episodes + ep) for s in cfg.seeds]
             _, _, rewards, video = self.collect(self.eval_envs, seeds, step=self.step, eval_mode=True,
                                                 record=cfg.save_video and ep == 0)
             returns += rewards.sum(axis=1)
-            frame = self.step * cfg.action_repeat
             for i, seed in enumerate(cfg.seeds):
                 if video[i]:
                     write_mp4(os.path.join(self.run_dir, "videos", f"frame{frame:09d}_seed{seed}.mp4"), video[i])
         returns /= max(cfg.num_eval_episodes, 1)
         for i, seed in enumerate(cfg.seeds):
-            logger.log_eval({"seed": seed, "step": self.step, "frame": self.step * cfg.action_repeat,
+            logger.log_eval({"seed": seed, "step": self.step, "frame": frame,
                              "episode_reward": returns[i], "episode_length": self.episode_steps,
                              "wall_time": time.time() - self.start_time})
         self.eval_count += 1

@@ -121,29 +121,40 @@ class OnPolicyConfig:
         problems = []
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             problems.append(f"seeds={self.seeds!r} (distinct non-negative integers, at least one)")
-        for name in ("num_envs", "num_steps", "eval_every_updates", "checkpoint_every_frames"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                problems.append(f"{name}={value!r} (a positive integer)")
-        if not isinstance(self.num_eval_episodes, int) or self.num_eval_episodes < 0:
-            problems.append(f"num_eval_episodes={self.num_eval_episodes!r} (a non-negative integer)")
-        if not 0.0 <= self.gamma <= 1.0:
-            problems.append(f"gamma={self.gamma!r} (in [0, 1])")
-        for name in ("obs_clip", "reward_clip"):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name}={getattr(self, name)!r} (> 0)")
+        if isinstance(self.checkpoint_every_frames, bool) or not isinstance(self.checkpoint_every_frames, int) \
+                or self.checkpoint_every_frames < 1:
+            problems.append(f"checkpoint_every_frames={self.checkpoint_every_frames!r} (a positive integer)")
         if self.seed_strategy not in seeding.STRATEGIES:
             problems.append(f"seed_strategy={self.seed_strategy!r} (one of {', '.join(seeding.STRATEGIES)})")
-        if not problems and self.num_train_frames < self.num_envs * self.num_steps:
-            problems.append(f"num_train_frames={self.num_train_frames} (at least num_envs * num_steps = "
-                            f"{self.num_envs * self.num_steps}, one update's worth of steps)")
-        if problems:
-            raise ValueError("invalid on-policy loop settings: " + "; ".join(problems))
+        check_loop_settings(self, problems)
 
     @property
     def total_steps(self) -> int:
         """Steps per environment of the whole run: K whole target periods of num_steps."""
         return self.num_train_frames // (self.num_envs * self.num_steps) * self.num_steps
+
+
+def check_loop_settings(settings, problems: list) -> None:
+    """Checks the LOOP_FIELDS settings (both loops: OnPolicyConfig here, core/onpolicy_jax.py LoopSettings)
+    after the caller's own `problems`; raises one ValueError naming every problem."""
+    problems = list(problems)
+    for name in ("num_envs", "num_steps", "eval_every_updates"):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"{name}={value!r} (a positive integer)")
+    episodes = settings.num_eval_episodes
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 0:
+        problems.append(f"num_eval_episodes={episodes!r} (a non-negative integer)")
+    if not 0.0 <= settings.gamma <= 1.0:
+        problems.append(f"gamma={settings.gamma!r} (in [0, 1])")
+    for name in ("obs_clip", "reward_clip"):
+        if not getattr(settings, name) > 0:
+            problems.append(f"{name}={getattr(settings, name)!r} (> 0)")
+    if not problems and settings.num_train_frames < settings.num_envs * settings.num_steps:
+        problems.append(f"num_train_frames={settings.num_train_frames} (at least num_envs * num_steps = "
+                        f"{settings.num_envs * settings.num_steps}, one update's worth of steps)")
+    if problems:
+        raise ValueError("invalid on-policy loop settings: " + "; ".join(problems))
 
 
 def check_windows(window: int, buffer: int, num_steps: int) -> None:

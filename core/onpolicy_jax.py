@@ -64,15 +64,12 @@ import numpy as np
 from core import logging as runlog
 from core import running_stats as rs
 from core import seeds as seeding
-from core.onpolicy import check_windows  # one rule for both loops
+from core.onpolicy import LOOP_FIELDS, check_loop_settings, check_windows  # one rule for both loops
 
 # fold_in streams of a seed's loop key: ACT and UPDATE as core/onpolicy.py; the environments' and the
 # evaluation episodes' initial states have streams of their own.
 ACT_STREAM, UPDATE_STREAM, ENV_STREAM, EVAL_STREAM = 0, 1, 2, 3
 
-# Agent Config fields the loop reads (core/onpolicy.py LOOP_FIELDS).
-LOOP_FIELDS = ("num_envs", "num_train_frames", "num_steps", "eval_every_updates", "num_eval_episodes", "gamma",
-               "normalize_obs", "normalize_reward", "obs_clip", "reward_clip")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -96,24 +93,7 @@ class LoopSettings:
     reward_clip: float = 10.0
 
     def __post_init__(self):
-        problems = []
-        for name in ("num_envs", "num_steps", "eval_every_updates"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                problems.append(f"{name}={value!r} (a positive integer)")
-        if isinstance(self.num_eval_episodes, bool) or not isinstance(self.num_eval_episodes, int) \
-                or self.num_eval_episodes < 0:
-            problems.append(f"num_eval_episodes={self.num_eval_episodes!r} (a non-negative integer)")
-        if not 0.0 <= self.gamma <= 1.0:
-            problems.append(f"gamma={self.gamma!r} (in [0, 1])")
-        for name in ("obs_clip", "reward_clip"):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name}={getattr(self, name)!r} (> 0)")
-        if not problems and self.num_train_frames < self.num_envs * self.num_steps:
-            problems.append(f"num_train_frames={self.num_train_frames} (at least num_envs * num_steps = "
-                            f"{self.num_envs * self.num_steps}, one update's worth of steps)")
-        if problems:
-            raise ValueError("invalid on-policy loop settings: " + "; ".join(problems))
+        check_loop_settings(self, [])
 
     @classmethod
     def from_agent_config(cls, config: Any) -> "LoopSettings":
