@@ -44,8 +44,17 @@ def base_config(agent_config_cls, task: str = "cartpole_swingup", obs: str = "pi
     c.async_envs = "auto"              # auto | true | false: environments in subprocesses
     c.progress = True
     c.mw_double_reset = True           # Meta-World only: store the official trainer's second reset per episode
+    add_device_flags(c)
     c.agent = unset_agent_fields(agent_config_cls)
     return c
+
+
+def add_device_flags(c: config_dict.ConfigDict) -> None:
+    """The device and process flags every launcher has (core/devices.py)."""
+    c.devices = "auto"                 # auto | N | SxD: N devices, or S on the seed axis x D on the data axis
+    c.coordinator = ""                 # host:port of process 0 for a run over several processes (jax.distributed)
+    c.num_processes = 0                # with --config.coordinator: how many processes join
+    c.process_id = -1                  # with --config.coordinator: this process's index, 0 .. num_processes - 1
 
 
 def unset_agent_fields(agent_config_cls) -> config_dict.ConfigDict:
@@ -108,7 +117,7 @@ def resolve(agent_module, config: config_dict.ConfigDict):
         num_eval_episodes=a.num_eval_episodes, checkpoint_every_frames=config.checkpoint_every_frames,
         save_video=bool(config.save_video), video_size=config.video_size, seed_strategy=config.seed_strategy,
         async_envs={"auto": None, "true": True, "false": False}[str(config.async_envs).lower()],
-        progress=bool(config.progress), mw_double_reset=bool(config.mw_double_reset),
+        progress=bool(config.progress), mw_double_reset=bool(config.mw_double_reset), devices=str(config.devices),
         reward_clip=getattr(a, "reward_clip", None), prioritized_replay=bool(getattr(a, "prioritized", False)),
         env_options=env_options(config.task, a))
     return agent_config, loop

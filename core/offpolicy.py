@@ -72,6 +72,7 @@ class LoopConfig:
     save_video: bool = True
     video_size: int = 128
     seed_strategy: str = "auto"  # how seeds share one program: "map" (lax.map), "vmap", "auto" (core/seeds.py)
+    devices: str = "auto"  # auto | N | SxD: the (seed, data) device mesh (core/devices.py)
     async_envs: bool | None = None  # None: subprocesses when there are several seeds
     progress: bool = True
     # DrM's train_mw.py resets Meta-World twice at every episode end and stores both resets (spec §2.7);

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 STRATEGIES = ("auto", "vmap", "map", "unroll")
 
@@ -45,12 +46,14 @@ def num_seeds(tree: Any) -> int:
     return leaves[0].shape[0]
 
 
-def over_seeds(fn: Callable, strategy: str = "map", jit: bool = True) -> Callable:
+def over_seeds(fn: Callable, strategy: str = "map", jit: bool = True, mesh=None) -> Callable:
     """Map `fn` over a leading seed axis of every positional argument (and of every output).
 
     `fn` must be pure; fix static or shared arguments with functools.partial first, e.g.
     `over_seeds(functools.partial(agent.act, eval_mode=True), "vmap")`. Both strategies give each
     seed the numbers of a single-seed call. With jit=True the result is one jitted program.
+    `mesh` (core/devices.py): the seed axis is split over the mesh's "seed" devices, each running its own
+    seeds with `strategy`; batches laid over "data" are split there (XLA's automatic partitioning).
     """
     if strategy == "auto":
         strategy = default_strategy()
@@ -72,6 +75,9 @@ def over_seeds(fn: Callable, strategy: str = "map", jit: bool = True) -> Callabl
             return jax.tree.map(lambda leaf: leaf[None], out)
         return many(*args)
 
+    if mesh is not None:  # manual over "seed" (each device its seeds), automatic over "data"
+        from core.devices import SEED
+        mapped = jax.shard_map(mapped, mesh=mesh, in_specs=P(SEED), out_specs=P(SEED), axis_names={SEED})
     return jax.jit(mapped) if jit else mapped
 
 
