@@ -20,7 +20,8 @@ agents/tdmpc.py (losses, planner pieces, optimizers, EMA, schedules). What diffe
   2. The model: TD-MPC's TOLD with MoDem's encoder, `x = img_enc(pixels) + MLP_s(state); z = MLP_f(x)`
      (spec §3.2 table / §2.1). networks/world_model.py cannot express it (its pixel encoder has four
      convolutions and takes one array), so the fused encoder is a small flax module here; the other four
-     TOLD modules are world_model's. The agent state adds the BC optimizer (`MoDemState`).
+     TOLD modules are world_model's. The image encoder takes TD-MPC's optional token head (head_* fields)
+     where it flattens; MoDem's default head_slots is 4, one per token of its 2x2 map at 224^2. The agent state adds the BC optimizer (`MoDemState`).
   3. Observations are dicts {"pixels": uint8 (..., h, w, frame_stack * 3) channel-last, "state": float32
      (..., S)}. TD-MPC's loss functions take one observation array, so the fused model reads a packed
      float32 vector [pixels.ravel(), state] (`pack_observations`); this is internal to this file.
@@ -58,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agents import tdmpc
+from agents import drqv2, tdmpc
 from core import schedules
 from networks import world_model
 from networks.encoders import conv_kernel_init
@@ -116,6 +117,8 @@ class Config(tdmpc.Config):
     num_eval_episodes: int = 30  # S2 eval_episodes
     # MoDem-only fields.
     num_convs: int = 6  # S2 helper.enc: six VALID convs for 224^2 (CONV_LAYERS); fewer for small test images
+    # Token head of the image encoder (TD-MPC's head_* fields; pixax's option): its map is 2x2x32 at 224^2.
+    head_slots: int = 4  # one slot per token of the 2x2 map (TD-MPC's 9 are its 3x3 map's)
     demos: int = 5  # S2 demos: sets the BC iteration count 2 x demos x episode_length
     demo_schedule: str = "linear(0.75,0.25,50000)"  # S2 suite/*.yaml demo_schedule (agent steps); per suite
 
@@ -133,6 +136,12 @@ class Config(tdmpc.Config):
             ("demos", self.demos >= 0, ">= 0"),
             ("demo_schedule", ratio_ok, ratio_rule),
         ]
+
+    def feature_map_size(self) -> int:
+        """Side of the image encoder's last feature map (2 at 224^2 with six convs; 0 for a bad num_convs)."""
+        if not 1 <= self.num_convs <= len(CONV_LAYERS):
+            return 0
+        return world_model.feature_map_size(self.image_size, CONV_LAYERS[:self.num_convs])
 
 
 def _check_ratio_schedule(text: str) -> Tuple[bool, str]:
@@ -242,11 +251,13 @@ def unpack_observations(packed: jnp.ndarray, pixel_shape: Tuple[int, ...]) -> Tu
 
 class PixelEncoder(nn.Module):
     """MoDem's image encoder (S2 helper.enc): x / 255, `num_convs` VALID convs of CONV_LAYERS with ReLU,
-    flatten, Linear(latent). Channel-last; the flatten order is (h, w, C) (PyTorch: (C, h, w))."""
+    flatten, Linear(latent). Channel-last; the flatten order is (h, w, C) (PyTorch: (C, h, w)).
+    `head`: a token head in place of the flatten, as world_model.PixelEncoder's (() is S2's encoder)."""
 
     num_channels: int
     num_convs: int
     latent_dim: int
+    head: world_model.HeadSettings = ()
 
     @nn.compact
     def __call__(self, pixels: jnp.ndarray) -> jnp.ndarray:
@@ -255,7 +266,7 @@ class PixelEncoder(nn.Module):
             x = nn.Conv(self.num_channels, (kernel, kernel), strides=(stride, stride), padding="VALID",
                         kernel_init=conv_kernel_init, bias_init=nn.initializers.zeros, name=f"conv_{i}")(x)
             x = nn.relu(x)
-        return dense(self.latent_dim, jnp.float32, "dense_0")(x.reshape(x.shape[0], -1))
+        return dense(self.latent_dim, jnp.float32, "dense_0")(world_model.flatten_or_tokenize(x, self.head))
 
 
 class FusedEncoder(nn.Module):
@@ -263,27 +274,30 @@ class FusedEncoder(nn.Module):
 
     MLP_s = Linear(S, enc_dim) ELU Linear(enc_dim, latent); MLP_f = Linear(latent, enc_dim) ELU
     Linear(enc_dim, latent): both have world_model.StateEncoder's shape. Input: packed observations
-    (N, h*w*C + S) from pack_observations."""
+    (N, h*w*C + S) from pack_observations. `head`: the image encoder's token head (() flattens)."""
 
     pixel_shape: Tuple[int, ...]
     num_channels: int
     num_convs: int
     enc_dim: int
     latent_dim: int
+    head: world_model.HeadSettings = ()
 
     @nn.compact
     def __call__(self, packed: jnp.ndarray) -> jnp.ndarray:
         pixels, state = unpack_observations(packed, self.pixel_shape)
-        image_features = PixelEncoder(self.num_channels, self.num_convs, self.latent_dim, name="pixels")(pixels)
+        image_features = PixelEncoder(self.num_channels, self.num_convs, self.latent_dim, self.head,
+                                      name="pixels")(pixels)
         state_features = world_model.StateEncoder(self.enc_dim, self.latent_dim, name="state")(state)
         return world_model.StateEncoder(self.enc_dim, self.latent_dim, name="fuse")(image_features + state_features)
 
 
 def model(config: Config, action_dim: int, pixel_shape: Tuple[int, ...]) -> world_model.TOLD:
-    """TD-MPC's TOLD with the fused encoder (dynamics, reward, Q and policy as world_model.make_told)."""
+    """TD-MPC's TOLD with the fused encoder (dynamics, reward, Q and policy as world_model.make_told); the
+    image encoder's token head is DrQ-v2's `trunk_head` of the config's head fields (() for "flatten")."""
     return world_model.TOLD(
         encoder_net=FusedEncoder(tuple(pixel_shape), config.num_channels, config.num_convs, config.enc_dim,
-                                 config.latent_dim),
+                                 config.latent_dim, head=drqv2.trunk_head(config)),
         dynamics_net=world_model.MLP(config.mlp_dim, config.latent_dim),
         reward_net=world_model.MLP(config.mlp_dim, 1, zero_last=True),
         q_net=world_model.TwinQ(config.mlp_dim),

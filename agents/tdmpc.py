@@ -28,13 +28,18 @@ an update round; `update` stores std_schedule(step) in the state as the planner'
 Where this differs from the official code (a spec decision): the planner's executed action is clamped
 to [-1, 1] (`clip_final_action=True`; S1 steps and stores the unclamped elite action + noise, spec §10
 #8; False reproduces S1).
+
+Token heads (pixax's option, "Don't flatten, tokenize!", pixel-agents spec §4): the `head_*` fields (DrQ-v2's
+names, rules and `drqv2.trunk_head`) put a networks/tokens.py Head where the pixel encoder flattens its last
+feature map; the default "flatten" is the official encoder, parameter tree included.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+import types
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import chex
 import flax.struct as struct
@@ -42,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agents import drqv2  # generic config helpers (field types, validation)
+from agents import drqv2  # generic config helpers (field types, validation), the token-head settings
 from core import augment, schedules
 from networks import world_model
 from networks.world_model import TOLD
@@ -71,6 +76,17 @@ class Config:
     enc_dim: int = 256  # S1 enc_dim: hidden width of the state encoder
     mlp_dim: int = 512  # S1 mlp_dim: dynamics, reward, Q and policy widths
     num_channels: int = 32  # S1 pixels.yaml num_channels (pixel encoder)
+    # Token head of the pixel encoder ("Don't flatten, tokenize!", pixel-agents spec §4; pixax's option,
+    # not in TD-MPC): the fields, rules and meaning of agents/drqv2.py's, set where the encoder flattens
+    # its last feature map (3x3x32 at 84^2) before the Linear to the latent. "flatten" is TD-MPC.
+    head: str = "flatten"  # networks.tokens.HEADS; "tokenize" / "softmoe" need obs_type="pixels"
+    head_tokenizer: str = "perconv"  # one token per position (spec §4.2's best): 9 tokens of 32 at 84^2
+    head_patch_size: int = 1  # "patch" / "pool" only; at most the feature map's side (3 at 84^2)
+    head_embed_dim: int = 32  # "patch" only: the tokens' width
+    head_num_experts: int = 1  # SoftMoE-1 (pixel-agents spec §4.4, §4.7)
+    head_slots: int = 9  # total slots (head_slots / head_num_experts per expert): one per 84^2 token
+    head_expert_hidden: int = 256  # spec §4.7's expert width (also TD-MPC's enc_dim)
+    head_aggregate: str = "flatten"  # 9 x 32 = 288: the same Linear(288 -> latent) as the flatten head
     # Learning (S1 default.yaml).
     lr: float = 1e-3  # S1 lr (Adam, PyTorch defaults); 3e-4 for pixels and dog
     grad_clip_norm: float = 10.0  # S1 grad_clip_norm (model and policy steps)
@@ -158,6 +174,7 @@ class Config:
             ("frame_stack", self.frame_stack >= 1, ">= 1"),
             ("image_size", self.obs_type != "pixels" or self.image_size >= world_model.MIN_IMAGE_SIZE,
              f">= {world_model.MIN_IMAGE_SIZE} for pixels (four stride-2 VALID convs)"),
+            *head_rules(self),
             ("num_train_frames", self.num_train_frames >= 1, ">= 1"),
             ("num_seed_frames", self.num_seed_frames >= 0, ">= 0"),
             ("update_every_steps", self.update_every_steps >= 1, ">= 1"),
@@ -167,6 +184,30 @@ class Config:
             ("eval_every_frames", self.eval_every_frames >= 1, ">= 1"),
             ("num_eval_episodes", self.num_eval_episodes >= 0, ">= 0"),
         ]
+
+    def feature_map_size(self) -> int:
+        """Side of the pixel encoder's last feature map, the one a token head tokenizes (3 at 84^2)."""
+        return world_model.feature_map_size(self.image_size)
+
+
+HEAD_FIELDS = ("head", "head_tokenizer", "head_patch_size", "head_embed_dim", "head_num_experts", "head_slots",
+               "head_expert_hidden", "head_aggregate")
+
+
+def head_rules(config: Config) -> List[Tuple[str, bool, str]]:
+    """The (field, valid?, rule) triples of the token-head fields: agents/drqv2.py's own rules (the same
+    fields, read from drqv2.Config._rules on a view of drqv2's defaults with this config's obs_type and
+    head fields, so both agents check them alike), plus: a "patch" / "pool" tokenizer's patch fits in
+    the encoder's feature map."""
+    view = types.SimpleNamespace(**{field.name: field.default for field in dataclasses.fields(drqv2.Config)})
+    view.__dict__.update({name: getattr(config, name) for name in ("obs_type", *HEAD_FIELDS)})
+    rules = [rule for rule in drqv2.Config._rules(view) if rule[0] in HEAD_FIELDS]
+    side = config.feature_map_size()
+    patch_fits = (config.head == "flatten" or config.head_tokenizer not in ("patch", "pool")
+                  or config.head_patch_size <= side)
+    return rules + [("head_patch_size", patch_fits,
+                     f"<= {side}, the side of the encoder's {side}x{side} feature map at image_size="
+                     f"{config.image_size}, with the {config.head_tokenizer!r} tokenizer")]
 
 
 SEED_STEPS = 5000  # S1 seed_steps (agent steps of uniform random actions, then 5000 updates at once)
@@ -256,9 +297,10 @@ def augment_pad(config: Config) -> int:
 
 
 def model(config: Config, action_dim: int) -> TOLD:
-    """The TOLD modules (stateless descriptions; params live in the agent state)."""
+    """The TOLD modules (stateless descriptions; params live in the agent state). The pixel encoder's
+    token head is DrQ-v2's `trunk_head` of the config's head fields (() for "flatten")."""
     return world_model.make_told(config.obs_type, action_dim, config.latent_dim, config.enc_dim,
-                                 config.mlp_dim, config.num_channels)
+                                 config.mlp_dim, config.num_channels, head=drqv2.trunk_head(config))
 
 
 MODEL_KEYS = ("encoder", "dynamics", "reward", "q")  # what the model step trains (pi has its own step)

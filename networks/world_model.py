@@ -5,7 +5,9 @@ Five flax modules, one params subtree each, kept together in one dict
 
   encoder h     obs -> z          states: Linear(D, enc_dim) ELU Linear(enc_dim, latent)
                                   pixels: /255, Conv(k7,s2) ReLU Conv(k5,s2) ReLU Conv(k3,s2) ReLU
-                                          Conv(k3,s2) ReLU, flatten, Linear(latent); VALID convs
+                                          Conv(k3,s2) ReLU, flatten, Linear(latent); VALID convs.
+                                          Optionally a token head (networks/tokens.py) in place of
+                                          the flatten ("Don't flatten, tokenize!"; pixax's option)
   dynamics d    [z, a] -> z'      Linear ELU Linear ELU Linear (mlp_dim wide)
   reward R      [z, a] -> r       same shape, out 1, last layer zero-initialized
   Q             [z, a] -> Q1, Q2  two heads: Linear LayerNorm Tanh Linear ELU Linear(1), last layer zero
@@ -22,7 +24,7 @@ them any object with the same methods (a hand-made linear model) and check value
 
 from __future__ import annotations
 
-from typing import Any, Dict, NamedTuple, Tuple
+from typing import Any, Dict, NamedTuple, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -30,12 +32,37 @@ import jax.numpy as jnp
 
 from networks.encoders import conv_kernel_init
 from networks.mlp import dense, layer_norm
+from networks.tokens import Head
 
 Params = Dict[str, Any]
 PARAM_KEYS = ("encoder", "dynamics", "reward", "q", "pi")
 
+# The pixel encoder's convolutions (kernel, stride), all VALID (spec §2.1).
+PIXEL_CONVS = ((7, 2), (5, 2), (3, 2), (3, 2))
 # Smallest square image the four stride-2 VALID convs map to at least 1x1 (39 -> 17 -> 7 -> 3 -> 1).
 MIN_IMAGE_SIZE = 39
+
+# The settings of a networks.tokens.Head as (name, value) pairs (hashable, so a module field); () is
+# the official flatten. agents/drqv2.py `trunk_head(config)` builds them from a Config's head_* fields.
+HeadSettings = Tuple[Tuple[str, Any], ...]
+
+
+def feature_map_size(image_size: int, convs: Sequence[Tuple[int, int]] = PIXEL_CONVS) -> int:
+    """Side of the square feature map that VALID `convs` make of an image_size^2 image (0: none left).
+    84 -> 39 -> 18 -> 8 -> 3 with the four convs of the TD-MPC pixel encoder."""
+    size = image_size
+    for kernel, stride in convs:
+        size = (size - kernel) // stride + 1 if size >= kernel else 0
+    return max(size, 0)
+
+
+def flatten_or_tokenize(feature_map: jnp.ndarray, head: HeadSettings) -> jnp.ndarray:
+    """(B, h, w, C) -> (B, F): the official flatten when `head` is () (no parameters, so the encoder's
+    parameter tree is exactly the official one), else a tokens.Head named "head" (submodule of the
+    calling module). Must be called inside a compact module's __call__."""
+    if not head:
+        return feature_map.reshape(feature_map.shape[0], -1)
+    return Head(**dict(head), name="head")(feature_map, noisy=False)
 
 
 def _zero_dense(features: int, name: str) -> nn.Dense:
@@ -61,19 +88,24 @@ class PixelEncoder(nn.Module):
     x/255 (no centring, as the official NormalizeImg), four VALID convs with ReLU, flatten, Linear.
     84x84 gives 39 -> 18 -> 8 -> 3, i.e. 32*3*3 = 288 features. The flatten order is (h, w, C) rather
     than PyTorch's (C, h, w); it only matters when porting official weights.
+
+    `head` (pixax's option, not in TD-MPC): a token head replaces the flatten, between the last conv's
+    feature map (e.g. 3x3x32: 9 "perconv" tokens of 32) and the Linear, whose input becomes the head's
+    aggregated output. () is the official encoder, parameter tree included (conv_0..3, dense_0).
     """
 
     num_channels: int
     latent_dim: int
+    head: HeadSettings = ()
 
     @nn.compact
     def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
         x = obs.astype(jnp.float32) / 255.0
-        for i, (kernel, stride) in enumerate(((7, 2), (5, 2), (3, 2), (3, 2))):
+        for i, (kernel, stride) in enumerate(PIXEL_CONVS):
             x = nn.Conv(self.num_channels, (kernel, kernel), strides=(stride, stride), padding="VALID",
                         kernel_init=conv_kernel_init, bias_init=nn.initializers.zeros, name=f"conv_{i}")(x)
             x = nn.relu(x)
-        x = x.reshape(x.shape[0], -1)
+        x = flatten_or_tokenize(x, self.head)
         return dense(self.latent_dim, jnp.float32, "dense_0")(x)
 
 
@@ -154,10 +186,15 @@ class TOLD(NamedTuple):
 
 
 def make_told(obs_type: str, action_dim: int, latent_dim: int = 50, enc_dim: int = 256, mlp_dim: int = 512,
-              num_channels: int = 32) -> TOLD:
-    """The TOLD modules for `obs_type` "states" or "pixels" (defaults: the official TD-MPC sizes)."""
+              num_channels: int = 32, head: HeadSettings = ()) -> TOLD:
+    """The TOLD modules for `obs_type` "states" or "pixels" (defaults: the official TD-MPC sizes).
+
+    `head`: the pixel encoder's token head (see PixelEncoder); () flattens as the official encoder."""
     if obs_type == "pixels":
-        encoder = PixelEncoder(num_channels, latent_dim)
+        encoder = PixelEncoder(num_channels, latent_dim, head=tuple(head))
+    elif head:
+        raise ValueError(f"a token head needs obs_type='pixels' (a conv feature map to tokenize), "
+                         f"got obs_type={obs_type!r} with head {dict(head)}")
     elif obs_type == "states":
         encoder = StateEncoder(enc_dim, latent_dim)
     else:
