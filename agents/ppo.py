@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import optax
 
 from agents import drqv2  # generic config helper (field types)
+from core import devices
 from core import sampling_error
 
 Params = Any
@@ -419,20 +420,43 @@ def minibatch_layout(num_samples: int, config: Config) -> Tuple[int, int]:
     return num_samples // size, size
 
 
+def minibatch_sizes(config: Config) -> Tuple[int, ...]:
+    """Every minibatch size an update of a run can use (sorted, distinct): minibatch_layout's size for
+    each buffer fill level the loop passes (T = n, 2n, ..., b * n steps of num_envs environments). The
+    loop checks that its data-parallel devices divide each (core/onpolicy.py plan_devices)."""
+    full = config.buffer_batches * config.num_steps * config.num_envs // config.num_minibatches
+    fills = range(config.num_steps, buffer_steps(config) + 1, window_steps(config))
+    return tuple(sorted({min(full, steps * config.num_envs) for steps in fills}))
+
+
 def explained_variance(predictions: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
     """1 - var(targets - predictions) / var(targets); NaN when the targets are constant (CleanRL)."""
     var_targets = jnp.var(targets)
     return jnp.where(var_targets == 0, jnp.nan, 1 - jnp.var(targets - predictions) / var_targets)
 
 
-def early_stopped_steps(loss_fn, params: Params, opt_state: optax.OptState, tx: optax.GradientTransformation,
-                        lr, indices: jnp.ndarray, valid, is_epoch_end: jnp.ndarray, *, kl_name: str,
-                        target_kl: float, kl_check: str, metric_names: Sequence[str], grad_norm_name: str):
+def varying_like(anchor: jnp.ndarray, tree: Any) -> Any:
+    """`tree`, same values, typed like `anchor` on a device mesh. Inside a program over the mesh's seed
+    devices (core/seeds.py over_seeds: shard_map) a value computed from constants alone does not vary
+    over the seed devices while one computed from the agent state does, and lax.scan carries and
+    lax.cond operands must agree (jax 0.10 fails on a mix under the "vmap" seed strategy). Adding a
+    zero made like `anchor` gives them its type; elsewhere it changes nothing."""
+    zero = jnp.zeros_like(anchor, shape=())
+    return jax.tree.map(lambda x: x + zero.astype(x.dtype), tree)
+
+
+def early_stopped_steps(take_minibatch, loss_fn, params: Params, opt_state: optax.OptState,
+                        tx: optax.GradientTransformation, lr, indices: jnp.ndarray, valid, is_epoch_end: jnp.ndarray,
+                        *, kl_name: str, target_kl: float, kl_check: str, metric_names: Sequence[str],
+                        grad_norm_name: str):
     """Adam steps over the minibatches given by the rows of `indices` (in order, inside one lax.scan),
     with the approx-KL early stop shared by PPO's and PROPS's updates.
 
-    loss_fn(params, minibatch_indices, minibatch_valid) -> (loss, metrics) (valid: the row of `valid`,
-    or None). Each minibatch's metrics[kl_name] is measured at the current params; when target_kl > 0
+    take_minibatch(minibatch_indices, minibatch_valid) -> minibatch (valid: the row of `valid`, or None)
+    gathers a minibatch; loss_fn(params, minibatch) -> (loss, metrics). (The gather stays outside the
+    early stop's lax.cond: jax 0.10 fails to vmap a gather inside a lax.cond within shard_map, the
+    "vmap" seed strategy on a device mesh.)
+    Each minibatch's metrics[kl_name] is measured at the current params; when target_kl > 0
     and it exceeds target_kl, the remaining minibatches are skipped:
       "before_step" (PPOROS): that minibatch takes no step;
       "after_step"  (PROPS-2025 ppo_discrete.py): it takes its step, then the update stops;
@@ -443,11 +467,12 @@ def early_stopped_steps(loss_fn, params: Params, opt_state: optax.OptState, tx: 
     kl_enabled = target_kl > 0
 
     def slot(carry, xs):
-        mb_indices, mb_valid, epoch_end = xs
+        mb_indices, mb_valid, epoch_end = varying_like(anchor, xs)
+        minibatch = take_minibatch(mb_indices, mb_valid)
 
-        def evaluate(carry):
+        def evaluate(carry, minibatch):
             params, opt_state, stopped, steps, evaluated, sums = carry
-            (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb_indices, mb_valid)
+            (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, minibatch)
             metrics[grad_norm_name] = optax.tree.norm(grads)
             exceeds = kl_enabled & (metrics[kl_name] > target_kl)
             if kl_check == "before_step":
@@ -463,10 +488,14 @@ def early_stopped_steps(loss_fn, params: Params, opt_state: optax.OptState, tx: 
             return (keep(new_params, params), keep(new_opt_state, opt_state), stop,
                     steps + take_step.astype(jnp.int32), evaluated + 1, sums)
 
-        return jax.lax.cond(carry[2], lambda c: c, evaluate, carry), None  # stopped: skip the rest
+        skip = lambda carry, minibatch: carry  # noqa: E731  (stopped: skip the rest)
+        return jax.lax.cond(carry[2], skip, evaluate, carry, minibatch), None
 
-    zeros = {name: jnp.zeros((), jnp.float32) for name in metric_names}
-    init = (params, opt_state, jnp.asarray(False), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), zeros)
+    # The carry's counters start as zeros "like" the params (varying_like), as the loop's outputs are.
+    anchor = jax.tree.leaves(params)[0]
+    zero = lambda dtype: jnp.zeros_like(anchor, shape=(), dtype=dtype)  # noqa: E731
+    zeros = {name: zero(jnp.float32) for name in metric_names}
+    init = (params, opt_state, zero(bool), zero(jnp.int32), zero(jnp.int32), zeros)
     params, opt_state, stopped, steps, evaluated, sums = jax.lax.scan(slot, init, (indices, valid, is_epoch_end))[0]
     return params, opt_state, steps, stopped, {name: sums[name] / jnp.maximum(evaluated, 1) for name in metric_names}
 
@@ -498,13 +527,15 @@ def ppo_update(state: PPOState, batch: Batch, key: jax.Array, config: Config) ->
 
     metric_names = ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
 
-    def loss_fn(params, mb_indices, mb_valid):
+    def take_minibatch(mb_indices, mb_valid):
         del mb_valid  # every PPO minibatch is full (minibatch_layout)
-        return ppo_loss(params, jax.tree.map(lambda x: x[mb_indices], batch), config)
+        # On a device mesh the minibatch is split over the data devices (core/devices.py; a no-op
+        # without one): its mean losses and advantage normalization stay the whole minibatch's.
+        return devices.shard_batch(jax.tree.map(lambda x: x[mb_indices], batch), 0)
 
     params, opt_state, steps, stopped, metrics = early_stopped_steps(
-        loss_fn, state.params, state.opt_state, tx, lr, indices, None, is_epoch_end,
-        kl_name="approx_kl", target_kl=config.target_kl, kl_check=config.kl_check,
+        take_minibatch, functools.partial(ppo_loss, config=config), state.params, state.opt_state, tx, lr, indices,
+        None, is_epoch_end, kl_name="approx_kl", target_kl=config.target_kl, kl_check=config.kl_check,
         metric_names=metric_names, grad_norm_name="grad_norm")
     metrics.update(gradient_steps=steps, early_stopped=stopped, lr=lr,
                    explained_variance=explained_variance(batch["values"], batch["returns"]))
@@ -531,8 +562,8 @@ def sampling_error_metric(state: PPOState, batch: Batch, key: jax.Array, config:
     """The sampling error (spec §8.3) of the batch's (s, a) w.r.t. the current policy, or NaN when not
     due: due before the target update numbered num_updates + 1 when that number is a multiple of
     se_every_updates (never when 0). Computed on the whole batch, before the update (PPOROS order)."""
-    if config.se_every_updates <= 0:
-        return jnp.asarray(jnp.nan, jnp.float32)
+    if config.se_every_updates <= 0:  # NaN made like the counter: see the lax.cond below
+        return jnp.full_like(state.num_updates, jnp.nan, dtype=jnp.float32)
     params = {"actor": state.params["actor"], "log_std": state.params["log_std"]}
     trainable = empirical_policy_trainable(params, config.se_freeze_hidden_biases)
     num_samples = batch["obs"].shape[0]
@@ -554,7 +585,8 @@ def sampling_error_metric(state: PPOState, batch: Batch, key: jax.Array, config:
         return se.astype(jnp.float32)
 
     due = (state.num_updates + 1) % config.se_every_updates == 0
-    return jax.lax.cond(due, compute, lambda: jnp.asarray(jnp.nan, jnp.float32))
+    # the "not due" NaN made like `due` (both branches vary alike over a device mesh's seed devices)
+    return jax.lax.cond(due, compute, lambda: jnp.full_like(due, jnp.nan, dtype=jnp.float32))
 
 
 # ----------------------------------------------------------------------------------------------

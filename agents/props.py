@@ -49,6 +49,7 @@ import optax
 
 from agents import ppo
 from agents.ppo import DEFAULT_OBS, OBS_TYPES, Rollout  # noqa: F401  (the loop builds agent.Rollout)
+from core import devices
 from core import sampling_error
 
 Params = ppo.Params
@@ -299,6 +300,22 @@ def behaviour_minibatch_size(num_samples: int, config: Config) -> int:
     return min(max(full // config.props_num_minibatches, 1), num_samples)
 
 
+def minibatch_sizes(config: Config) -> Tuple[int, ...]:
+    """Every minibatch size an update of a run can use (sorted, distinct), over the buffer fill levels
+    the loop passes (T = m, 2m, ..., b * n steps): PPO's (ppo.minibatch_layout, on the calls where T is
+    a multiple of n) and the behaviour update's (behaviour_minibatch_size of the samples after
+    behaviour_start). The loop checks that its data-parallel devices divide each (core/onpolicy.py)."""
+    E, full = config.num_envs, buffer_steps(config)
+    ppo_full = full * E // config.num_minibatches
+    sizes = set()
+    for steps in range(window_steps(config), full + 1, window_steps(config)):
+        if steps % config.num_steps == 0:
+            sizes.add(min(ppo_full, steps * E))
+        if config.behaviour != "none":
+            sizes.add(behaviour_minibatch_size((steps - behaviour_start(steps, config)) * E, config))
+    return tuple(sorted(sizes))
+
+
 @functools.partial(jax.jit, static_argnames=("config",))
 def behaviour_update(state: PROPSState, refs: Batch, key: jax.Array,
                      config: Config) -> Tuple[Params, optax.OptState, Metrics]:
@@ -328,12 +345,18 @@ def behaviour_update(state: PROPSState, refs: Batch, key: jax.Array,
     metric_names = ("props_loss", "props_policy_loss", "props_kl", "props_approx_kl", "props_clip_fraction",
                     "props_grad_norm")
 
-    def loss_fn(phi, mb_indices, mb_valid):
-        return props_loss(phi, jax.tree.map(lambda x: x[mb_indices], refs), config, mb_valid)
+    def take_minibatch(mb_indices, mb_valid):
+        # On a device mesh the minibatch (and its padding mask) is split over the data devices
+        # (core/devices.py; a no-op without one); its masked means stay the whole minibatch's.
+        return devices.shard_batch((jax.tree.map(lambda x: x[mb_indices], refs), mb_valid), 0)
+
+    def loss_fn(phi, minibatch_and_valid):
+        minibatch, mb_valid = minibatch_and_valid
+        return props_loss(phi, minibatch, config, mb_valid)
 
     phi = policy_params(state.params)  # phi <- theta before every behaviour update
     phi, opt_state, steps, stopped, metrics = ppo.early_stopped_steps(
-        loss_fn, phi, state.behaviour_opt_state, tx, config.props_lr, indices, valid, is_epoch_end,
+        take_minibatch, loss_fn, phi, state.behaviour_opt_state, tx, config.props_lr, indices, valid, is_epoch_end,
         kl_name="props_approx_kl", target_kl=config.props_target_kl if kl_enabled else 0.0,
         kl_check=config.props_kl_check, metric_names=metric_names, grad_norm_name="props_grad_norm")
     metrics.update(props_gradient_steps=steps, props_early_stopped=stopped)
@@ -366,9 +389,11 @@ def buffer_steps(config: Config) -> int:
     return ppo.buffer_steps(config)
 
 
-def _nan_like(metrics_shapes: Metrics) -> Metrics:
-    """NaN metrics of the given shapes (PPO's metrics on calls without a target update)."""
-    return {name: jnp.full(s.shape, jnp.nan, s.dtype) for name, s in metrics_shapes.items()}
+def _nan_like(metrics_shapes: Metrics, anchor: jnp.ndarray) -> Metrics:
+    """NaN metrics of the given shapes (PPO's metrics on calls without a target update), made "like"
+    `anchor` (a state counter), so that inside a program over a device mesh they vary over the seed
+    devices as the other lax.cond branch's metrics do (core/seeds.py over_seeds)."""
+    return {name: jnp.full_like(anchor, jnp.nan, shape=s.shape, dtype=s.dtype) for name, s in metrics_shapes.items()}
 
 
 @jax.jit
@@ -393,10 +418,11 @@ def update(state: PROPSState, rollout: Rollout, key: jax.Array) -> Tuple[PROPSSt
     if T % n == 0:  # static: only then can env_steps be a multiple of n (before the buffer is full, T = env_steps)
         state, ppo_metrics = jax.lax.cond(
             target_due, ppo.target_update,
-            lambda s, b, k: (s, _nan_like(jax.eval_shape(ppo.target_update, s, b, k)[1])), state, batch, key)
+            lambda s, b, k: (s, _nan_like(jax.eval_shape(ppo.target_update, s, b, k)[1], s.env_steps)),
+            state, batch, key)
     else:
         full_batch = {name: jax.ShapeDtypeStruct((full * E,) + x.shape[1:], x.dtype) for name, x in batch.items()}
-        ppo_metrics = _nan_like(jax.eval_shape(ppo.target_update, state, full_batch, key)[1])
+        ppo_metrics = _nan_like(jax.eval_shape(ppo.target_update, state, full_batch, key)[1], state.env_steps)
     metrics = {**ppo_metrics, "target_update": target_due.astype(jnp.float32)}
 
     if config.behaviour == "none":  # PPO-BUFFER: pi_phi = pi_theta

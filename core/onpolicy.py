@@ -49,6 +49,13 @@ Evaluation returns are the raw environment rewards, unclipped (PPOROS's `Evaluat
 reward through the +-10 clip of its copied training env, spec §8.4; that differs only where a single
 step earns more than 10, e.g. HumanoidStandup or a HalfCheetah running faster than 10 m/s).
 
+Devices (`--config.devices`, core/devices.py; plan_devices): the seeds spread over the mesh's "seed"
+devices, and each update's minibatches over its "data" devices (the agents pass them through
+devices.shard_batch, so losses, gradients and PPO's advantage normalization stay those of the whole
+minibatch). The data axis must divide every minibatch size of the agent (`agent.minibatch_sizes`);
+anything else stops in `resolve`, before a run directory. One device: no mesh, the plain programs.
+Agent states, normalizers, keys and each rollout live on the seed axis (also after a restore).
+
 Randomness is a pure function of (seed, counters): act keys fold_in(key, step), update keys
 fold_in(key, update index), the k-th episode of environment e of a seed starts from
 reset(seed=episode_seed(seed, TRAIN_EPISODE, k * E + e)), evaluation episodes from their own stream.
@@ -70,6 +77,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import sys
 import time
@@ -84,6 +92,7 @@ from absl import logging as absl_logging
 from ml_collections import config_dict
 
 import envs
+from core import devices
 from core import launch
 from core import logging as runlog
 from core import running_stats as rs
@@ -114,6 +123,7 @@ class OnPolicyConfig:
     reward_clip: float = 10.0
     checkpoint_every_frames: int = 100_000  # rounded up to whole windows (update boundaries)
     seed_strategy: str = "auto"  # how the seeds share one program (core/seeds.py): unroll on the CPU, vmap elsewhere
+    devices: str = "auto"  # auto | N | SxD: the (seed, data) device mesh (core/devices.py, plan_devices)
     async_envs: bool = False  # environments in subprocesses (AsyncVectorEnv) instead of in-process
     progress: bool = True
 
@@ -168,6 +178,34 @@ def check_windows(window: int, buffer: int, num_steps: int) -> None:
     if buffer < window:
         raise ValueError(f"the agent's buffer_steps={buffer} is shorter than its window_steps={window}: steps "
                          f"would leave the buffer before any update saw them")
+
+
+def update_batch_sizes(agent, agent_config) -> tuple[int, ...]:
+    """The batch sizes the agent's update splits over the data devices: `agent.minibatch_sizes(config)`
+    (PPO, PROPS: every minibatch size over the buffer's fill levels), or, for an agent without it, the
+    samples of a full buffer (buffer_steps * num_envs)."""
+    if hasattr(agent, "minibatch_sizes"):
+        return tuple(int(size) for size in agent.minibatch_sizes(agent_config))
+    return (int(agent.buffer_steps(agent_config)) * int(agent_config.num_envs),)
+
+
+def plan_devices(agent, agent_config, spec: str, num_seeds: int) -> devices.Layout:
+    """The (seed, data) layout of `--config.devices` for this agent (devices.plan): the data axis must
+    divide every minibatch the update splits over it (update_batch_sizes), i.e. their greatest common
+    divisor. Bad input raises devices.plan's ValueError, with the minibatch sizes named when they are
+    what does not fit."""
+    sizes = update_batch_sizes(agent, agent_config)
+    try:
+        return devices.plan(spec, num_seeds, math.gcd(*sizes))
+    except ValueError as e:
+        available = len(jax.devices())
+        try:  # with a batch that every data-axis size divides, is the layout valid? then the batch is the problem
+            devices.plan(spec, num_seeds, math.lcm(*range(1, available + 1)), available=available)
+        except ValueError:
+            raise e from None
+        name = getattr(agent, "__name__", type(agent).__name__).rsplit(".", 1)[-1]
+        raise ValueError(f"{e} (the data axis splits each minibatch of the update; {name}'s minibatches hold "
+                         f"{', '.join(map(str, sizes))} samples over the buffer's fill levels)") from None
 
 
 class TaskFacts(NamedTuple):
@@ -319,12 +357,17 @@ class OnPolicyTrainer:
         self.action_low, self.action_high = facts.action_low, facts.action_high
         self.max_episode_steps = facts.max_episode_steps
         S, E = self.num_seeds, self.num_envs = len(cfg.seeds), cfg.num_envs
+        # The device mesh (core/devices.py): seeds over "seed", each update's minibatches over "data".
+        # None on one device: the plain programs. Every per-seed array lives on the seed axis.
+        self.layout = plan_devices(agent, agent_config, cfg.devices, S)
+        self.mesh = devices.make_mesh(self.layout)
 
         keys = [jax.random.split(jax.random.PRNGKey(seed)) for seed in cfg.seeds]
-        self.loop_keys = jnp.stack([k[1] for k in keys])
-        self.states = seeding.stack([agent.create(k[0], self.obs_dim, self.action_dim, agent_config) for k in keys])
-        self.obs_stats = seeding.stack([rs.running_stats_init(self.obs_dim)] * S)
-        self.reward_norm = seeding.stack([rs.reward_normalizer_init(E)] * S)
+        self.loop_keys = self._put(jnp.stack([k[1] for k in keys]))
+        self.states = self._put(
+            seeding.stack([agent.create(k[0], self.obs_dim, self.action_dim, agent_config) for k in keys]))
+        self.obs_stats = self._put(seeding.stack([rs.running_stats_init(self.obs_dim)] * S))
+        self.reward_norm = self._put(seeding.stack([rs.reward_normalizer_init(E)] * S))
         self.buffer = RingBuffer(S, self.buffer_steps, E, self.obs_dim, self.action_dim)
         self._build_programs()
 
@@ -337,7 +380,7 @@ class OnPolicyTrainer:
 
         # The environments' side of the loop (host arrays, (S, E, ...))
         self.raw_obs = np.zeros((S, E, self.obs_dim), np.float32)  # the current observation
-        self.norm_obs = jnp.zeros((S, E, self.obs_dim), jnp.float32)  # ... normalized and clipped
+        self.norm_obs = self._put(jnp.zeros((S, E, self.obs_dim), jnp.float32))  # ... normalized and clipped
         self.obs_copy = np.zeros((S, E, self.obs_dim), np.float32)  # ... un-normalized copy (what is stored)
         self.episode_index = np.zeros((S, E), np.int64)  # which episode each environment is in
         self.episode_return = np.zeros((S, E), np.float64)  # raw rewards of the running episode
@@ -354,6 +397,10 @@ class OnPolicyTrainer:
         self.start_time = time.time()
 
     # ----------------------------------------------------------------------------- jitted programs
+    def _put(self, tree: Any) -> Any:
+        """Per-seed arrays (leading seed axis) onto the mesh's seed axis; as they are without a mesh."""
+        return devices.put_seeds(tree, self.mesh)
+
     def _build_programs(self) -> None:
         cfg, agent, E = self.cfg, self.agent, self.cfg.num_envs
         strategy = seeding.resolve_strategy(cfg.seed_strategy, dense=True)
@@ -400,13 +447,13 @@ class OnPolicyTrainer:
             finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])) if leaves else True
             return state, metrics, finite
 
-        many = functools.partial(seeding.over_seeds, strategy=strategy)
+        many = functools.partial(seeding.over_seeds, strategy=strategy, mesh=self.mesh)
         self._observe_reset = many(observe_reset)
         self._observe_step = many(observe_step)
         self._act = many(act)
         self._act_eval = many(act_eval)
         self._rollout = many(rollout)
-        self._update = jax.jit(seeding.over_seeds(update, strategy, jit=False), donate_argnums=(0,))
+        self._update = jax.jit(seeding.over_seeds(update, strategy, jit=False, mesh=self.mesh), donate_argnums=(0,))
 
     # ----------------------------------------------------------------------------- environment steps
     def start_episodes(self) -> None:
@@ -415,16 +462,17 @@ class OnPolicyTrainer:
         self.train_envs.set_attr("next_episode", 0)
         obs, _ = self.train_envs.reset()
         self.raw_obs = np.asarray(obs, np.float32).reshape(S, E, self.obs_dim)
-        self.obs_stats, self.norm_obs, obs_copy = self._observe_reset(self.obs_stats, jnp.asarray(self.raw_obs))
-        self.obs_copy = np.asarray(obs_copy)
+        self.obs_stats, self.norm_obs, obs_copy = self._observe_reset(self.obs_stats,
+                                                                      self._put(jnp.asarray(self.raw_obs)))
+        self.obs_copy = devices.to_host(obs_copy)
         self.episode_index[:] = 0
 
     def env_step(self) -> Transition:
         """One step of every environment: act, step, normalize, store (module doc)."""
         S, E, D, A = self.num_seeds, self.num_envs, self.obs_dim, self.action_dim
         acted_on = self.norm_obs
-        steps = np.full((S,), self.step, np.int32)  # host arrays go into the jitted calls as they are
-        action = np.asarray(self._act(self.states, acted_on, self.loop_keys, steps), np.float32)
+        steps = self._put(np.full((S,), self.step, np.int32))  # host arrays go into the jitted calls as they are
+        action = np.asarray(devices.to_host(self._act(self.states, acted_on, self.loop_keys, steps)), np.float32)
         sent = np.clip(action, self.action_low, self.action_high)  # ClipAction
         obs, reward, terminated, truncated, info = self.train_envs.step(sent.reshape(S * E, A))
         obs = np.asarray(obs, np.float32)
@@ -438,8 +486,9 @@ class OnPolicyTrainer:
         terminated, truncated = np.asarray(terminated, bool).reshape(shape), np.asarray(truncated, bool).reshape(shape)
         done = terminated | truncated
         (self.obs_stats, self.reward_norm, norm_obs, obs_copy, scaled, reward_copy) = self._observe_step(
-            self.obs_stats, self.reward_norm, stepped, obs, done, reward.astype(np.float32), terminated, truncated)
-        obs_copy, scaled, reward_copy = jax.device_get((obs_copy, scaled, reward_copy))
+            self.obs_stats, self.reward_norm,
+            *self._put((stepped, obs, done, reward.astype(np.float32), terminated, truncated)))
+        obs_copy, scaled, reward_copy = devices.to_host((obs_copy, scaled, reward_copy))
         self.buffer.add(self.obs_copy, action, reward_copy, done.astype(np.float32))
 
         # Episode bookkeeping (raw returns; the actions of the running episode, for resume)
@@ -453,8 +502,8 @@ class OnPolicyTrainer:
         self.episode_index += done
         self.episode_return[done], self.episode_length[done] = 0.0, 0
 
-        transition = Transition(np.asarray(acted_on), action, np.asarray(scaled), reward, terminated, truncated,
-                                np.asarray(norm_obs))
+        transition = Transition(devices.to_host(acted_on), action, np.asarray(scaled), reward, terminated, truncated,
+                                devices.to_host(norm_obs))
         self.raw_obs, self.norm_obs, self.obs_copy = obs, norm_obs, np.asarray(obs_copy)
         self.step += 1
         return transition
@@ -462,15 +511,17 @@ class OnPolicyTrainer:
     def rollout(self) -> Any:
         """The agent's Rollout of the buffer's valid steps, re-normalized with the current (frozen)
         statistics, with a leading seed axis."""
-        data = jax.tree.map(jnp.asarray, self.buffer.chronological())
+        data = self.buffer.chronological()
+        # host arrays straight onto the seed axis (each device receives its seeds' rows)
+        data = jax.tree.map(jnp.asarray, data) if self.mesh is None else self._put(data)
         return self._rollout(self.obs_stats, self.reward_norm, data, self.norm_obs)
 
     def update(self) -> list[dict]:
         """One `agent.update` call for every seed; returns each seed's metrics (floats)."""
         S = self.num_seeds
-        index = jnp.full((S,), self.num_updates, jnp.int32)
+        index = self._put(jnp.full((S,), self.num_updates, jnp.int32))
         self.states, metrics, finite = self._update(self.states, self.rollout(), self.loop_keys, index)
-        metrics, finite = jax.device_get((metrics, finite))
+        metrics, finite = devices.to_host((metrics, finite))
         self.num_updates += 1
         if not np.all(finite):
             bad = [seed for seed, ok in zip(self.cfg.seeds, finite) if not ok]
@@ -488,9 +539,9 @@ class OnPolicyTrainer:
         obs, _ = self.eval_envs.reset(seed=seeds)
         totals, lengths, done = np.zeros(S * K), np.zeros(S * K, np.int64), np.zeros(S * K, bool)
         while not done.all():
-            action = self._act_eval(self.states, jnp.asarray(obs, jnp.float32).reshape(S, K, self.obs_dim),
+            action = self._act_eval(self.states, self._put(jnp.asarray(obs, jnp.float32).reshape(S, K, self.obs_dim)),
                                     self.obs_stats)
-            action = np.clip(np.asarray(action), self.action_low, self.action_high)
+            action = np.clip(devices.to_host(action), self.action_low, self.action_high)
             obs, reward, terminated, truncated, _ = self.eval_envs.step(action.reshape(S * K, self.action_dim))
             totals += np.where(done, 0.0, reward)
             lengths += ~done
@@ -524,11 +575,13 @@ class OnPolicyTrainer:
     def restore(self) -> None:
         """Restores the latest checkpoint and replays every running episode (module doc)."""
         tree, meta = self.checkpointer.restore(self._checkpoint_tree())
-        self.states, self.obs_stats, self.reward_norm = tree["agent"], tree["obs_stats"], tree["reward_norm"]
-        self.loop_keys = tree["keys"]
+        # back onto the seed axis of this run's mesh (the checkpoint holds whole arrays)
+        self.states, self.obs_stats, self.reward_norm = self._put(
+            (tree["agent"], tree["obs_stats"], tree["reward_norm"]))
+        self.loop_keys = self._put(tree["keys"])
         self.buffer.load(tree["buffer"], meta["buffer_pos"], meta["buffer_filled"])
         env = tree["env"]
-        self.raw_obs, self.norm_obs, self.obs_copy = env["raw_obs"], env["norm_obs"], env["obs_copy"]
+        self.raw_obs, self.norm_obs, self.obs_copy = env["raw_obs"], self._put(env["norm_obs"]), env["obs_copy"]
         self.episode_actions = env["episode_actions"]
         self.step, self.num_updates, self.eval_count = meta["step"], meta["num_updates"], meta["eval_count"]
         self.last_eval, self.finished = meta["last_eval"], meta["finished"]
@@ -644,6 +697,7 @@ def base_config(agent_config_cls, task: str) -> config_dict.ConfigDict:
     c.seed_strategy = "auto"  # auto | vmap | map | unroll: how the seeds share one jitted program (core/seeds.py)
     c.async_envs = "auto"  # auto | true | false: environments in subprocesses (auto: when cores are plenty)
     c.progress = True
+    launch.add_device_flags(c)  # devices (auto | N | SxD), coordinator, num_processes, process_id
     c.agent = launch.unset_agent_fields(agent_config_cls)
     return c
 
@@ -673,10 +727,13 @@ def resolve(agent_module, config: config_dict.ConfigDict):
         use_async = len(seeds) * num_envs >= 4 and (os.cpu_count() or 1) > len(seeds) * num_envs
     else:
         use_async = async_flag == "true"
+    devices_spec = str(config.get("devices", "auto"))  # runs saved before the flag existed: every device
     loop = OnPolicyConfig(task=config.task, seeds=seeds, **{name: getattr(a, name) for name in LOOP_FIELDS},
                           checkpoint_every_frames=config.checkpoint_every_frames,
-                          seed_strategy=config.seed_strategy, async_envs=use_async, progress=bool(config.progress))
+                          seed_strategy=config.seed_strategy, devices=devices_spec, async_envs=use_async,
+                          progress=bool(config.progress))
     check_windows(agent_module.window_steps(a), agent_module.buffer_steps(a), loop.num_steps)
+    plan_devices(agent_module, a, devices_spec, len(seeds))  # a bad --config.devices stops here, before any work
     return a, loop
 
 
@@ -692,12 +749,13 @@ def run_mjx(agent_module, agent_name: str, config: config_dict.ConfigDict) -> di
         seeds = launch.parse_seeds(config.seeds)
         overrides = {k: v for k, v in config.agent.items() if v is not None}
         a = agent_module.config_for_task(gym_id, **overrides)
+        layout = plan_devices(agent_module, a, str(config.get("devices", "auto")), len(seeds))
     except ValueError as e:
         sys.exit(f"pixax: {e}")
     run_dir = runlog.new_run_dir(config.root, agent_name, config.task)
-    print(f"pixax: {agent_name} on {config.task} (MJX, one jitted iteration, seeds vmapped), seeds {list(seeds)}, "
-          f"{a.num_train_frames:,} frames per seed -> {run_dir}", file=sys.stderr)
-    result = onpolicy_jax.train(agent_module, a, config.task, seeds, run_dir=run_dir)
+    print(f"pixax: {agent_name} on {config.task} (MJX, one jitted iteration, seeds vmapped, devices {layout}), "
+          f"seeds {list(seeds)}, {a.num_train_frames:,} frames per seed -> {run_dir}", file=sys.stderr)
+    result = onpolicy_jax.train(agent_module, a, config.task, seeds, run_dir=run_dir, devices_spec=str(layout))
     last_eval = float(np.mean(result.eval_returns[-1]))
     print(f"pixax: done; {result.env_steps_per_second:,.0f} environment steps/s over all seeds; last evaluation "
           f"return {last_eval:.1f} (mean over seeds); results in {run_dir}", file=sys.stderr)
@@ -707,6 +765,7 @@ def run_mjx(agent_module, agent_name: str, config: config_dict.ConfigDict) -> di
 def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: str = "") -> dict:
     """Trains (or resumes) one run; bad input stops here, before any run directory, with a message.
     Tasks named mjx_<gymnasium id> run on the JAX-native path (run_mjx)."""
+    devices.initialize(config.coordinator, config.num_processes, config.process_id)  # first, for run_mjx too
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every checkpoint operation at INFO
     if str(config.task).startswith("mjx_") and not resume:
         return run_mjx(agent_module, agent_name, config)

@@ -33,6 +33,10 @@ one window - each iteration is ONE jitted program (`make_iteration`), compiled o
 compile slowly, so the environment code is compiled at most twice per run (collect and the fused
 iteration), plus the evaluation program.
 
+Devices (`devices_spec`, core/devices.py, as core/onpolicy.py): the programs vmap the seeds inside a
+shard_map over the mesh's "seed" devices (over_seeds below), and the learn step's minibatches are split
+over its "data" devices (the agents' devices.shard_batch). One device: the plain vmapped programs.
+
 Differences from core/onpolicy.py, by design:
   * Reset observations of several environments ending in the same step are folded into the
     observation statistics as one batch (a masked parallel-variance update) instead of one after the
@@ -60,11 +64,13 @@ import flax.struct as struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
+from core import devices
 from core import logging as runlog
 from core import running_stats as rs
 from core import seeds as seeding
-from core.onpolicy import LOOP_FIELDS, check_loop_settings, check_windows  # one rule for both loops
+from core.onpolicy import LOOP_FIELDS, check_loop_settings, check_windows, plan_devices  # one rule for both loops
 
 # fold_in streams of a seed's loop key: ACT and UPDATE as core/onpolicy.py; the environments' and the
 # evaluation episodes' initial states have streams of their own.
@@ -291,23 +297,38 @@ def iteration(agent, env, settings: LoopSettings, window: int, filled: int, stat
     return state, metrics, collected, rollout
 
 
+def over_seeds(fn, mesh=None):
+    """`fn` vmapped over a leading seed axis (core/seeds.py "vmap"); with a device mesh
+    (core/devices.py) the seed axis is split over the mesh's "seed" devices, each vmapping its own
+    seeds (shard_map, manual over "seed" only, as core/seeds.py over_seeds), and the update's
+    minibatches over its "data" devices (the agents' devices.shard_batch)."""
+    per_device = seeding.over_seeds(fn, "vmap", jit=False)
+    if mesh is None:
+        return per_device
+    # check_vma=False, unlike core/seeds.py: MJX's own solver (mujoco.mjx, a lax.cond in its line search)
+    # mixes seed-varying and constant values, which shard_map's varying-axes type check rejects.
+    return jax.shard_map(per_device, mesh=mesh, in_specs=P(devices.SEED), out_specs=P(devices.SEED),
+                         axis_names={devices.SEED}, check_vma=False)
+
+
 @functools.lru_cache(maxsize=None)
-def make_iteration(agent, env, settings: LoopSettings, window: int, filled: int):
+def make_iteration(agent, env, settings: LoopSettings, window: int, filled: int, mesh=None):
     """The jitted iteration over a leading seed axis: states -> (states, metrics, Window, Rollout),
-    every output with the seed axis. Cached per (agent, env, settings, window, filled)."""
-    return jax.jit(jax.vmap(functools.partial(iteration, agent, env, settings, window, filled)), donate_argnums=0)
+    every output with the seed axis. Cached per (agent, env, settings, window, filled, mesh)."""
+    return jax.jit(over_seeds(functools.partial(iteration, agent, env, settings, window, filled), mesh),
+                   donate_argnums=0)
 
 
 @functools.lru_cache(maxsize=None)
-def make_collect(agent, env, settings: LoopSettings, window: int):
+def make_collect(agent, env, settings: LoopSettings, window: int, mesh=None):
     """collect alone, jitted over a leading seed axis (the iterations while the buffer fills)."""
-    return jax.jit(jax.vmap(functools.partial(collect, agent, env, settings, window)), donate_argnums=0)
+    return jax.jit(over_seeds(functools.partial(collect, agent, env, settings, window), mesh), donate_argnums=0)
 
 
 @functools.lru_cache(maxsize=None)
-def make_learn(agent, settings: LoopSettings, filled: int):
+def make_learn(agent, settings: LoopSettings, filled: int, mesh=None):
     """learn alone, jitted over a leading seed axis (the iterations while the buffer fills)."""
-    return jax.jit(jax.vmap(functools.partial(learn, agent, settings, filled)), donate_argnums=0)
+    return jax.jit(over_seeds(functools.partial(learn, agent, settings, filled), mesh), donate_argnums=0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,10 +363,13 @@ def evaluate(agent, env, settings: LoopSettings, num_episodes: int, state: LoopS
 
 
 @functools.lru_cache(maxsize=None)
-def make_evaluate(agent, env, settings: LoopSettings, num_episodes: int):
+def make_evaluate(agent, env, settings: LoopSettings, num_episodes: int, mesh=None):
     """evaluate jitted over a leading seed axis: (states, eval_index) -> (returns (S,), lengths (S,))."""
-    fn = functools.partial(evaluate, agent, env, settings, num_episodes)
-    return jax.jit(jax.vmap(fn, in_axes=(0, None)))
+    per_seed = over_seeds(functools.partial(evaluate, agent, env, settings, num_episodes), mesh)
+
+    def evaluate_all(states, eval_index):  # every seed gets the same index (over_seeds maps every argument)
+        return per_seed(states, jnp.broadcast_to(eval_index, (seeding.num_seeds(states),)))
+    return jax.jit(evaluate_all)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,20 +378,21 @@ def make_evaluate(agent, env, settings: LoopSettings, num_episodes: int):
 
 
 def run_iterations(agent, env, settings: LoopSettings, window: int, capacity: int, states: LoopState,
-                   num_iterations: int, first: int = 0):
+                   num_iterations: int, first: int = 0, mesh=None):
     """Runs iterations first, first + 1, ... of the loop on stacked `states` (module doc: the fused
     program once the buffer is full, collect + learn while it fills). Yields, after each iteration,
     (index k, states, metrics, Window, Rollout, program) - device arrays with a leading seed axis; the
-    Rollout is what the update saw; program is "iteration" or "collect+learn" and the fill level."""
+    Rollout is what the update saw; program is "iteration" or "collect+learn" and the fill level.
+    mesh: the device mesh (core/devices.py) of the programs; states should be on it (devices.put_seeds)."""
     for k in range(first, first + num_iterations):
         filled = min((k + 1) * window, capacity)
         if filled == capacity:
             program = ("iteration", filled)
-            states, metrics, collected, rollout = make_iteration(agent, env, settings, window, filled)(states)
+            states, metrics, collected, rollout = make_iteration(agent, env, settings, window, filled, mesh)(states)
         else:
             program = ("collect+learn", filled)
-            states, collected = make_collect(agent, env, settings, window)(states)
-            states, metrics, rollout = make_learn(agent, settings, filled)(states)
+            states, collected = make_collect(agent, env, settings, window, mesh)(states)
+            states, metrics, rollout = make_learn(agent, settings, filled, mesh)(states)
         yield k, states, metrics, collected, rollout, program
 
 
@@ -383,7 +408,7 @@ class TrainResult(NamedTuple):
 
 def train(agent, agent_config, task: Any, seeds: Sequence[int], num_iterations: Optional[int] = None, *,
           run_dir: Optional[str] = None, eval_every_updates: Optional[int] = None,
-          num_eval_episodes: Optional[int] = None) -> TrainResult:
+          num_eval_episodes: Optional[int] = None, devices_spec: str = "auto") -> TrainResult:
     """Trains `agent` (a module with the on-policy contract) on `task` for every seed at once (module doc).
 
     task: an MJX task name (envs/mjx.py TASKS, e.g. 'mjx_Hopper-v5'), or an environment object with
@@ -393,6 +418,8 @@ def train(agent, agent_config, task: Any, seeds: Sequence[int], num_iterations: 
     agent_config.num_train_frames (K target periods of num_steps, as core/onpolicy.py).
     eval_every_updates / num_eval_episodes override the config's. With run_dir (an existing
     directory), writes config.json, metrics.csv (one row per iteration and seed) and eval.csv there.
+    devices_spec: `--config.devices` (auto | N | SxD): seeds over the mesh's "seed" devices, each
+    update's minibatches over its "data" devices (core/onpolicy.py plan_devices checks it).
     """
     if isinstance(task, str):
         from envs.mjx import make_mjx  # envs/ is imported by the driver only
@@ -415,17 +442,20 @@ def train(agent, agent_config, task: Any, seeds: Sequence[int], num_iterations: 
         raise ValueError(f"num_iterations={num_iterations!r}: expected a positive integer")
     eval_every = settings.eval_every_updates * settings.num_steps  # steps per environment
     E, S = settings.num_envs, len(seeds)
+    layout = plan_devices(agent, agent_config, devices_spec, S)
+    mesh = devices.make_mesh(layout)  # None on one device: the plain vmapped programs
 
     logger = None
     if run_dir is not None:
         runlog.write_config(run_dir, {
             "agent": agent.__name__, "task": task_name, "seeds": seeds, "loop": "core/onpolicy_jax.py",
             "agent_config": dataclasses.asdict(agent_config), "settings": dataclasses.asdict(settings),
-            "window_steps": window, "buffer_steps": capacity, "num_iterations": num_iterations})
+            "window_steps": window, "buffer_steps": capacity, "num_iterations": num_iterations,
+            "devices": str(layout)})
         logger = runlog.Logger(run_dir, seeds, tensorboard=False)
 
-    states = init_seeds(agent, agent_config, env, seeds)
-    evaluate_all = (make_evaluate(agent, env, settings, settings.num_eval_episodes)
+    states = devices.put_seeds(init_seeds(agent, agent_config, env, seeds), mesh)
+    evaluate_all = (make_evaluate(agent, env, settings, settings.num_eval_episodes, mesh)
                     if settings.num_eval_episodes else None)
     eval_steps, eval_returns, eval_lengths = [], [], []
     history: Dict[str, list] = {}
@@ -436,7 +466,7 @@ def train(agent, agent_config, task: Any, seeds: Sequence[int], num_iterations: 
     def run_evaluation(states: LoopState, step: int) -> None:
         if evaluate_all is None:
             return
-        returns, lengths = jax.device_get(evaluate_all(states, jnp.asarray(len(eval_steps), jnp.int32)))
+        returns, lengths = devices.to_host(evaluate_all(states, jnp.asarray(len(eval_steps), jnp.int32)))
         eval_steps.append(step)
         eval_returns.append(np.asarray(returns))
         eval_lengths.append(np.asarray(lengths))
@@ -449,9 +479,9 @@ def train(agent, agent_config, task: Any, seeds: Sequence[int], num_iterations: 
         run_evaluation(states, 0)
         began = time.time()
         for k, states, metrics, collected, _, program in run_iterations(
-                agent, env, settings, window, capacity, states, num_iterations):
-            metrics, collected = jax.device_get((metrics, (collected.episodes_ended, collected.return_sum,
-                                                           collected.length_sum)))
+                agent, env, settings, window, capacity, states, num_iterations, mesh=mesh):
+            metrics, collected = devices.to_host((metrics, (collected.episodes_ended, collected.return_sum,
+                                                            collected.length_sum)))
             seconds = time.time() - began
             if program in programs_run:  # the first run of a program includes its compilation
                 timed_steps, timed_seconds = timed_steps + window * E * S, timed_seconds + seconds
@@ -471,7 +501,7 @@ def train(agent, agent_config, task: Any, seeds: Sequence[int], num_iterations: 
             step = (k + 1) * window
             if logger is not None:
                 fps = window * E / max(seconds, 1e-9)
-                episodes_done = np.asarray(jax.device_get(states.episodes_done))
+                episodes_done = np.asarray(devices.to_host(states.episodes_done))
                 for i, seed in enumerate(seeds):
                     row = {"seed": seed, "step": step, "frame": step * E, "update": k + 1,
                            "episode": int(episodes_done[i]), "fps": fps}
