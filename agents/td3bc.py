@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from core import devices
+
 Params = Any
 Metrics = Dict[str, jnp.ndarray]
 Batch = Dict[str, jnp.ndarray]
@@ -474,10 +476,12 @@ def _check_batch(batch: Batch, state: TD3BCState) -> None:
 
 
 def sample_batch(arrays: Batch, key: jax.Array, batch_size: int) -> Batch:
-    """A minibatch of rows drawn uniformly with replacement (as the official np.random.randint)."""
+    """A minibatch of rows drawn uniformly with replacement (as the official np.random.randint).
+    On a device mesh (core/devices.py) its rows are split over the "data" devices, so the update that
+    follows runs data parallel on the global batch; without one, `shard_batch` changes nothing."""
     count = arrays["obs"].shape[0]
     rows = jax.random.randint(key, (batch_size,), 0, count)
-    return {name: values[rows] for name, values in arrays.items()}
+    return devices.shard_batch({name: values[rows] for name, values in arrays.items()})
 
 
 def sample_and_scan(state: TD3BCState, arrays: Batch, key: jax.Array, num_updates: int,

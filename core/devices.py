@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import socket
+import time
 from typing import Any, Optional, Sequence
 
 import jax
@@ -143,6 +145,16 @@ def shard_batch(tree: Any, axis: int = 0) -> Any:
     return jax.tree.map(constrain, tree)
 
 
+def replicated_in_program(tree: Any) -> Any:
+    """Arrays closed over by a per-seed program (an offline dataset, a neighbour index), marked replicated
+    on the mesh of the program that reads them. Inside `over_seeds`' shard_map a closed-over jit argument
+    keeps the outer mesh in its type, and jax 0.10 refuses to index it ("Context mesh ... should match the
+    mesh of sharding"). Without a mesh it returns `tree` as it is."""
+    if jax.sharding.get_abstract_mesh().empty:
+        return tree
+    return jax.tree.map(lambda leaf: jax.lax.with_sharding_constraint(leaf, P()), tree)
+
+
 def to_host(tree: Any) -> Any:
     """numpy copies of (possibly multi-process) arrays: replicated ones read locally, others gathered."""
     def get(leaf):
@@ -154,6 +166,35 @@ def to_host(tree: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------ several processes
+
+def _wait_for_coordinator(coordinator: str, process_id: int, num_processes: int, timeout_s: float) -> None:
+    """jax's distributed client aborts the whole process (LOG(FATAL), no Python exception) when it cannot
+    reach the coordinator, so reachability is checked here first: process 0 must be able to serve the port,
+    the others wait until something accepts connections there."""
+    host, _, port = coordinator.rpartition(":")
+    host = host.strip("[]")
+    if process_id == 0:
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, int(port)))
+        except OSError as e:
+            raise RuntimeError(f"process 0 of {num_processes} cannot serve --config.coordinator={coordinator}: {e} "
+                               f"(process 0 must run on that host, on a free port)") from None
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=max(0.1, min(1.0, deadline - time.monotonic()))):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"jax.distributed could not join {coordinator} as process {process_id} of "
+                                   f"{num_processes} within {timeout_s} s: nothing accepts connections there ({e}); "
+                                   f"start process 0 (--config.process_id=0) on that host, or check "
+                                   f"--config.coordinator") from None
+            time.sleep(0.2)
+
 
 def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = -1, timeout_s: int = 60) -> bool:
     """`jax.distributed.initialize` when the run spans several processes: with explicit coordinator
@@ -171,6 +212,9 @@ def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = 
         if num_processes < 1 or not 0 <= process_id < num_processes:
             raise ValueError(f"--config.coordinator={coordinator!r} needs --config.num_processes >= 1 and "
                              f"0 <= --config.process_id < num_processes; got {num_processes} and {process_id}")
+        if ":" not in coordinator or not coordinator.rpartition(":")[2].isdigit():
+            raise ValueError(f"--config.coordinator={coordinator!r}: expected host:port, e.g. 10.0.0.1:1234")
+        _wait_for_coordinator(coordinator, process_id, num_processes, timeout_s)
         kwargs.update(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
     try:
         jax.distributed.initialize(**kwargs)

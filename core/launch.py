@@ -107,6 +107,11 @@ def resolve(agent_module, config: config_dict.ConfigDict):
     overrides = {k: v for k, v in config.agent.items() if v is not None}
     agent_config = agent_module.config_for_task(config.task, obs_type=config.obs, **overrides)
     a = agent_config
+    # The device layout must fit the seeds and the batch: checked here, before any run directory exists
+    # (the loops plan the same layout again when they are built). Runs saved before the flag existed: "auto".
+    from core import devices  # local: this check is all the launcher needs of it
+    device_spec = str(config.get("devices", "auto"))
+    devices.plan(device_spec, len(seeds), a.batch_size)
     loop = LoopConfig(
         task=config.task, seeds=seeds, obs_type=config.obs, action_repeat=a.action_repeat,
         frame_stack=a.frame_stack, image_size=a.image_size,
@@ -117,7 +122,7 @@ def resolve(agent_module, config: config_dict.ConfigDict):
         num_eval_episodes=a.num_eval_episodes, checkpoint_every_frames=config.checkpoint_every_frames,
         save_video=bool(config.save_video), video_size=config.video_size, seed_strategy=config.seed_strategy,
         async_envs={"auto": None, "true": True, "false": False}[str(config.async_envs).lower()],
-        progress=bool(config.progress), mw_double_reset=bool(config.mw_double_reset), devices=str(config.devices),
+        progress=bool(config.progress), mw_double_reset=bool(config.mw_double_reset), devices=device_spec,
         reward_clip=getattr(a, "reward_clip", None), prioritized_replay=bool(getattr(a, "prioritized", False)),
         env_options=env_options(config.task, a))
     return agent_config, loop
@@ -151,6 +156,12 @@ def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: s
     """Trains (or resumes) one run; bad input stops here, before any work, with a message.
     `trainer_cls`: the loop (OffPolicyTrainer, or core/episodic.py's EpisodicTrainer for the planners)."""
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every checkpoint operation at INFO
+    from core import devices
+
+    try:  # first: jax.distributed must join before any JAX computation
+        devices.initialize(config.coordinator, config.num_processes, config.process_id)
+    except (ValueError, RuntimeError) as e:
+        sys.exit(f"pixax: {e}")
     try:
         if resume:
             run_dir = runlog.check_run_dir(resume)

@@ -10,6 +10,10 @@ runs/<agent>/<task>/<timestamp>/
     tb/                TensorBoard events (one tag prefix per seed)
     checkpoints/       orbax checkpoints (see core/checkpoint.py)
     videos/            mp4 of evaluation episodes
+
+Several processes (one run over `jax.distributed`): every process gets the same run directory (process 0
+picks the timestamp and broadcasts it), and only process 0 writes config.json, the CSVs and TensorBoard
+(`is_main_process`); orbax writes the checkpoints of all processes together (core/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -26,11 +30,42 @@ import numpy as np
 CONFIG_FILE = "config.json"
 
 
+def is_main_process() -> bool:
+    """True unless this is a process other than 0 of a run over several processes (jax.distributed)."""
+    import jax
+
+    return not jax.distributed.is_initialized() or jax.process_index() == 0
+
+
 def new_run_dir(root: str, agent: str, task: str) -> str:
+    """<root>/<agent>/<task>/<timestamp>, created; over several processes, process 0's timestamp (a collective:
+    every process calls this)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    several = _process_count() > 1
+    if several:
+        stamp = _broadcast_text(stamp)
     path = os.path.join(root, agent, task, stamp)
-    os.makedirs(path)
+    os.makedirs(path, exist_ok=several)  # several processes on one file system all create it
     return path
+
+
+def _process_count() -> int:
+    import jax
+
+    return jax.process_count() if jax.distributed.is_initialized() else 1
+
+
+def _broadcast_text(text: str, size: int = 64) -> str:
+    """Process 0's `text` (at most `size` bytes of UTF-8) on every process."""
+    from jax.experimental import multihost_utils
+
+    encoded = text.encode()
+    if len(encoded) > size:
+        raise ValueError(f"cannot broadcast {len(encoded)} bytes; at most {size}")
+    buffer = np.zeros(size, np.uint8)
+    buffer[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+    received = np.asarray(multihost_utils.broadcast_one_to_all(buffer))
+    return bytes(received[received != 0].astype(np.uint8)).decode()
 
 
 def check_run_dir(path: str) -> str:
@@ -46,6 +81,8 @@ def check_run_dir(path: str) -> str:
 
 
 def write_config(run_dir: str, config: dict) -> None:
+    if not is_main_process():
+        return
     tmp = os.path.join(run_dir, CONFIG_FILE + ".tmp")
     with open(tmp, "w") as f:
         json.dump(config, f, indent=2, sort_keys=True, default=str)
@@ -108,13 +145,31 @@ def _plain(v: Any):
     return v
 
 
+class _NoLog:
+    """The logs of processes other than 0 in a run over several processes: they write nothing."""
+
+    def write(self, row: dict) -> None:
+        pass
+
+    def write_rows(self, rows: list[dict]) -> None:
+        pass
+
+    def truncate(self, keep) -> None:
+        pass
+
+
 class Logger:
-    """metrics.csv, eval.csv and TensorBoard for S seeds trained in one process."""
+    """metrics.csv, eval.csv and TensorBoard for S seeds trained in one process (over several processes,
+    only process 0 writes; the others log into nothing)."""
 
     def __init__(self, run_dir: str, seeds: list[int], resume_step: int | None = None,
                  resume_frame: int | None = None, tensorboard: bool = True, metrics_row_before_checkpoint: bool = True):
         self.run_dir = run_dir
         self.seeds = seeds
+        self.tb = None
+        if not is_main_process():
+            self.metrics = self.eval = self.updates = self.events = _NoLog()
+            return
         self.metrics = CsvLog(os.path.join(run_dir, "metrics.csv"),
                               ["seed", "step", "frame", "episode", "episode_reward", "episode_length", "fps"])
         self.eval = CsvLog(os.path.join(run_dir, "eval.csv"),
@@ -132,7 +187,6 @@ class Logger:
             keep_at = (lambda step: step <= resume_step) if metrics_row_before_checkpoint else (lambda step: step < resume_step)
             self.metrics.truncate(lambda row: keep_at(int(float(row["step"]))))
             self.eval.truncate(lambda row: int(float(row["step"])) < resume_step)
-        self.tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 

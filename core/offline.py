@@ -13,6 +13,12 @@ One run:
        environment and log the normalized score (the dataset's own random / expert reference returns)
        -> checkpoint.
 
+Devices (core/devices.py, `--config.devices`): seeds spread over the mesh's "seed" devices, each seed's
+sampled minibatch split over its "data" devices (td3bc.sample_batch lays it out; XLA averages the
+gradients), the dataset and PRDC's index replicated on every device. Several processes
+(`--config.coordinator`, or a SLURM job step): one run, one mesh over every process's devices; every
+process trains and evaluates, process 0 writes the logs, orbax writes the checkpoints together.
+
 The agent module provides `Config` (with `discount`, `num_updates`, `eval_every_updates`,
 `num_eval_episodes`), `config_for_task(dataset, **overrides)` (per dataset family),
 `dataset_arrays(...)` (state normalization, reward transform), `create(key, obs_dim, action_dim,
@@ -33,7 +39,7 @@ from absl import logging as absl_logging
 from ml_collections import config_dict
 
 import envs
-from core import launch
+from core import devices, launch
 from core import logging as runlog
 from core import seeds as seeding
 from core.checkpoint import Checkpointer
@@ -60,6 +66,7 @@ class OfflineConfig:
     dataset_root: str | None = None  # where local Minari datasets live (default: MINARI_DATASETS_PATH)
     seed_strategy: str = "auto"  # unroll on the CPU, vmap on accelerators (dense-only agents; core/seeds.py)
     progress: bool = True
+    devices: str = "auto"  # auto | N | SxD: the (seed, data) device mesh (core/devices.py)
 
 
 def task_shapes(task: str) -> tuple[tuple, int]:
@@ -86,35 +93,52 @@ def prepare_data(agent, agent_config, cfg: OfflineConfig, obs_shape: tuple, acti
     return jax.device_put(arrays), mean, std, dataset
 
 
+def plan_devices(spec: str, num_seeds: int, agent_config) -> devices.Layout:
+    """The (seed, data) layout of `--config.devices` for this agent (devices.plan's errors, with the numbers).
+    PRDC's KD-tree runs on the host through a callback, which a mesh with an automatic data axis cannot run."""
+    layout = devices.plan(spec, num_seeds, agent_config.batch_size)
+    if layout.size > 1 and getattr(agent_config, "nn_backend", None) == "kdtree":
+        raise ValueError(f"--config.agent.nn_backend='kdtree' (a host callback) cannot run on a device mesh "
+                         f"(--config.devices={spec!r} gives {layout}); use nn_backend='brute_force' or "
+                         f"--config.devices=1")
+    return layout
+
+
 class OfflineTrainer:
     """Trains one offline agent module on S seeds of one dataset."""
 
     def __init__(self, agent, agent_config, cfg: OfflineConfig, run_dir: str, dataset=None):
         self.agent, self.agent_config, self.cfg, self.run_dir = agent, agent_config, cfg, run_dir
+        self.layout = plan_devices(cfg.devices, len(cfg.seeds), agent_config)  # bad values stop here
+        self.mesh = devices.make_mesh(self.layout)  # None on one device: the plain programs
         obs_shape, action_dim = task_shapes(cfg.task)
         self.data, mean, std, dataset = prepare_data(agent, agent_config, cfg, obs_shape, action_dim, dataset)
         # PRDC: the nearest-neighbour index over the dataset's (beta * state, action) keys, built once
         self.constraint = agent.build_constraint(self.data, agent_config) if hasattr(agent, "build_constraint") else None
+        # Every device holds the whole dataset (and index): each samples its seed's batch rows from it.
+        self.data, self.constraint = devices.put_replicated((self.data, self.constraint), self.mesh)
         self.random_return, self.expert_return = datasets.reference_returns(dataset)
         keys = [jax.random.split(jax.random.PRNGKey(seed)) for seed in cfg.seeds]
-        self.loop_keys = jnp.stack([k[1] for k in keys])
-        self.states = seeding.stack([agent.create(k[0], int(obs_shape[0]), action_dim, agent_config, mean, std)
-                                     for k in keys])
+        self.loop_keys = devices.put_seeds(jnp.stack([k[1] for k in keys]), self.mesh)
+        self.states = devices.put_seeds(seeding.stack([
+            agent.create(k[0], int(obs_shape[0]), action_dim, agent_config, mean, std) for k in keys]), self.mesh)
         chunk = cfg.updates_per_call
         strategy = seeding.resolve_strategy(cfg.seed_strategy, dense=True)
+        mesh = self.mesh
 
         def update_chunk(states, keys, data, constraint):
             # The dataset (and index) are shared by the seeds: jit arguments, closed over by the per-seed
             # function (not mapped over seeds, not constants folded into the program).
             def one_seed(state, key):
+                shared_data, shared_constraint = devices.replicated_in_program((data, constraint))
                 if constraint is None:
-                    return agent.update_many(state, data, key, chunk)
-                return agent.update_many(state, data, constraint, key, chunk)
-            return seeding.over_seeds(one_seed, strategy, jit=False)(states, keys)
+                    return agent.update_many(state, shared_data, key, chunk)
+                return agent.update_many(state, shared_data, shared_constraint, key, chunk)
+            return seeding.over_seeds(one_seed, strategy, jit=False, mesh=mesh)(states, keys)
 
         self._update = jax.jit(update_chunk, donate_argnums=(0,))
         self._act = jax.jit(seeding.over_seeds(lambda state, obs: agent.act(state, obs[None])[0], strategy,
-                                               jit=False))
+                                               jit=False, mesh=mesh))
         self.eval_envs = envs.make_vector(cfg.task, list(cfg.seeds), obs_type="states")
         self.checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
         self.step, self.eval_count = 0, 0  # updates done; evaluations done
@@ -129,7 +153,8 @@ class OfflineTrainer:
             obs, _ = self.eval_envs.reset(seed=seeds)
             done = np.zeros(n, bool)
             while not done.all():
-                action = np.asarray(self._act(self.states, jnp.asarray(obs, jnp.float32)))
+                obs = devices.put_seeds(np.asarray(obs, np.float32), self.mesh)
+                action = devices.to_host(self._act(self.states, obs))
                 obs, reward, terminated, truncated, _ = self.eval_envs.step(action)
                 totals += np.where(done, 0.0, reward)
                 finished = (terminated | truncated) & ~done
@@ -154,6 +179,8 @@ class OfflineTrainer:
 
     def restore(self) -> None:
         tree, meta = self.checkpointer.restore({"agent": self.states, "keys": self.loop_keys})
+        if self.mesh is not None:  # through the host: put_seeds takes whole values on every process
+            tree = devices.put_seeds(devices.to_host(tree), self.mesh)
         self.states, self.loop_keys = tree["agent"], tree["keys"]
         self.step, self.eval_count, self.last_score = meta["step"], meta["eval_count"], meta["last_score"]
 
@@ -164,7 +191,7 @@ class OfflineTrainer:
         logger = Logger(self.run_dir, list(cfg.seeds), resume_step=self.step if resume else None,
                         resume_frame=self.step if resume else None)
         bar = None
-        if cfg.progress:
+        if cfg.progress and runlog.is_main_process():
             from tqdm import tqdm
 
             bar = tqdm(total=cfg.num_updates, initial=self.step, unit="update", unit_scale=True, dynamic_ncols=True,
@@ -185,7 +212,7 @@ class OfflineTrainer:
                 # fold_in(key, step): a resumed run draws exactly the keys of an uninterrupted one
                 keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.loop_keys, self.step)
                 self.states, metrics = self._update(self.states, keys, self.data, self.constraint)
-                metrics = jax.device_get(metrics)
+                metrics = devices.to_host(metrics)
                 self.step += cfg.updates_per_call
                 check_finite(metrics, cfg.seeds, self.step, self.checkpointer.latest_step())
                 rate = cfg.updates_per_call / max(time.time() - start, 1e-9)
@@ -231,6 +258,7 @@ def base_config(agent_config_cls, task: str, dataset: str) -> config_dict.Config
     c.checkpoint_every_updates = 100_000
     c.seed_strategy = "auto"  # auto | vmap | map | unroll (core/seeds.py); auto: unroll on the CPU, vmap elsewhere
     c.progress = True
+    launch.add_device_flags(c)  # devices, coordinator, num_processes, process_id
     c.agent = launch.unset_agent_fields(agent_config_cls)
     return c
 
@@ -257,19 +285,24 @@ def resolve(agent_module, config: config_dict.ConfigDict):
         if getattr(a, name) % chunk:
             raise ValueError(f"--config.agent.{name}={getattr(a, name)} must be a multiple of "
                              f"--config.updates_per_call={chunk} (evaluations fall between jitted chunks)")
+    plan_devices(str(config.get("devices", "auto")), len(seeds), a)  # stops a bad layout before a run directory
     loop = OfflineConfig(task=config.task, dataset=config.dataset, seeds=seeds, num_updates=a.num_updates,
                          updates_per_call=chunk, eval_every_updates=a.eval_every_updates,
                          num_eval_episodes=a.num_eval_episodes,
                          checkpoint_every_updates=config.checkpoint_every_updates, discount=a.discount,
                          hubl=config.hubl, hubl_alpha=config.hubl_alpha,
                          dataset_root=config.dataset_root or None, seed_strategy=config.seed_strategy,
-                         progress=bool(config.progress))
+                         progress=bool(config.progress), devices=str(config.get("devices", "auto")))
     return a, loop
 
 
 def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: str = "") -> dict:
     """Trains (or resumes) one offline run; bad input stops here, before any work, with a message."""
     absl_logging.set_verbosity(absl_logging.WARNING)
+    try:  # first: jax.distributed must join before any JAX computation
+        devices.initialize(config.coordinator, config.num_processes, config.process_id)
+    except (ValueError, RuntimeError) as e:
+        sys.exit(f"pixax: {e}")
     try:
         if resume:
             run_dir = runlog.check_run_dir(resume)
@@ -290,15 +323,18 @@ def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: s
                 "versions": launch.versions(), "command": " ".join(sys.argv)})
     except (ValueError, FileNotFoundError) as e:  # datasets.DatasetError is a ValueError
         sys.exit(f"pixax: {e}")
-    print(f"pixax: {agent_name} on {loop.dataset} ({loop.task}), seeds {list(loop.seeds)}, {loop.num_updates:,} updates "
-          f"-> {run_dir}", file=sys.stderr)
+    main_process = runlog.is_main_process()
+    if main_process:
+        print(f"pixax: {agent_name} on {loop.dataset} ({loop.task}), seeds {list(loop.seeds)}, {loop.num_updates:,} "
+              f"updates on devices {trainer.layout} (seed x data) -> {run_dir}", file=sys.stderr)
     try:
         summary = trainer.train(resume=bool(resume))
     finally:
         trainer.close()
     summary["run_dir"] = run_dir
-    print(f"pixax: done at {summary['step']:,} updates; last normalized score {summary['last_score']:.1f} "
-          f"(mean over seeds); results in {run_dir}", file=sys.stderr)
+    if main_process:
+        print(f"pixax: done at {summary['step']:,} updates; last normalized score {summary['last_score']:.1f} "
+              f"(mean over seeds); results in {run_dir}", file=sys.stderr)
     return summary
 
 
