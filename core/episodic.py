@@ -18,6 +18,13 @@ steps); the replay lives on the device (data/sequence_replay.py), so the episode
 update, write the new priorities back — run as one jitted `lax.scan` per episode, with no host round
 trip between updates.
 
+Devices (`--config.devices`, core/devices.py): every per-seed program runs over the (seed, data) mesh,
+the seeds split over the "seed" devices. The replays are per-seed pytrees, held by their seed's devices;
+inside the update scan each sampled batch (batch axis first: obs (B, H+1, ...)) is laid over the "data"
+devices (devices.shard_batch), so XLA splits the update's rows and averages its gradients, and the new
+priorities go back to the sampled slots of the seed's replay. Planning has no batch of that kind: it runs
+with the seeds split only. One device (the default on a CPU): no mesh, the plain programs.
+
 Step accounting (spec §1, §3.3): metrics.csv and eval.csv log both `step` (agent steps, the
 schedules' argument) and `frame` (simulator steps = step x action_repeat).
 
@@ -36,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
+from core import devices
 from core import seeds as seeding
 from core.checkpoint import Checkpointer
 from core.logging import Logger
@@ -54,6 +62,9 @@ class EpisodicTrainer:
         self.agent, self.agent_config, self.cfg, self.run_dir = agent, agent_config, cfg, run_dir
         self.num_seeds = len(cfg.seeds)
         self.strategy = seeding.resolve_strategy(cfg.seed_strategy, dense=cfg.obs_type == "states")
+        # The device mesh first: a layout that does not fit the seeds or the batch stops before any work.
+        self.layout = devices.plan(cfg.devices, self.num_seeds, cfg.batch_size)
+        self.mesh = devices.make_mesh(self.layout)
         probe = envs.make(cfg.task, seed=cfg.seeds[0], **env_kwargs(cfg))
         obs_space, act_space, self.episode_steps = probe.observation_space, probe.action_space, probe.max_episode_steps
         self.frame_channels = int(getattr(probe, "frame_channels", 3))
@@ -72,17 +83,18 @@ class EpisodicTrainer:
                              f"of horizon {self.horizon}")
 
         keys = [jax.random.split(jax.random.PRNGKey(seed)) for seed in cfg.seeds]
-        self.loop_keys = jnp.stack([k[1] for k in keys])
-        self.states = seeding.stack([agent.create(k[0], self.obs_shape, self.action_dim, agent_config) for k in keys])
+        self.loop_keys = devices.put_seeds(jnp.stack([k[1] for k in keys]), self.mesh)
+        self.states = devices.put_seeds(
+            seeding.stack([agent.create(k[0], self.obs_shape, self.action_dim, agent_config) for k in keys]), self.mesh)
         # Each seed has its own buffer on the device; together they must fit (a clear MemoryError if not).
         replay = sequence_replay.init(cfg.replay_capacity, self.episode_steps, self.frame_shape, obs_space.dtype,
                                       self.action_dim, cfg.frame_stack if cfg.obs_type == "pixels" else 1,
                                       horizon=self.horizon,
                                       max_bytes=sequence_replay.available_bytes() // self.num_seeds)
         self.replay_episodes = sequence_replay.capacity_episodes(replay)
-        self.replays = seeding.stack([replay] * self.num_seeds)
+        self.replays = devices.put_seeds(seeding.stack([replay] * self.num_seeds), self.mesh)
         self._plan, self._updates = {}, {}
-        self._add = jax.jit(seeding.over_seeds(sequence_replay.add_episode, self.strategy, jit=False),
+        self._add = jax.jit(seeding.over_seeds(sequence_replay.add_episode, self.strategy, jit=False, mesh=self.mesh),
                             donate_argnums=(0,))
 
         asynchronous = cfg.async_envs if cfg.async_envs is not None else self.num_seeds > 1
@@ -110,17 +122,20 @@ class EpisodicTrainer:
                     key = jax.random.fold_in(key, eval_counter)
                 return self.agent.plan(state, obs, key, mean, step=step, horizon=horizon, first_step=first,
                                        eval_mode=eval_mode)
-            fn = self._plan[(horizon, eval_mode)] = jax.jit(seeding.over_seeds(plan_one, self.strategy, jit=False))
+            fn = self._plan[(horizon, eval_mode)] = jax.jit(
+                seeding.over_seeds(plan_one, self.strategy, jit=False, mesh=self.mesh))
         n = self.num_seeds
         counter = self.step + t if not eval_mode else self.step
-        return fn(self.states, jnp.asarray(obs), self.loop_keys, mean, np.full(n, step, np.int32),
-                  np.full(n, t == 0), np.full(n, counter, np.int32),
-                  np.full(n, self.eval_count * self.episode_steps + t, np.int32))
+        per_seed = devices.put_seeds((jnp.asarray(obs), np.full(n, step, np.int32), np.full(n, t == 0),
+                                      np.full(n, counter, np.int32),
+                                      np.full(n, self.eval_count * self.episode_steps + t, np.int32)), self.mesh)
+        obs, steps, first, counters, eval_counters = per_seed
+        return fn(self.states, obs, self.loop_keys, mean, steps, first, counters, eval_counters)
 
     def run_updates(self, num_updates: int):
         """`num_updates` updates of every seed as one jitted scan; returns the mean of each metric (S,)."""
         # official: with replacement until the buffer is full, without afterwards (a static choice)
-        replace = int(self.replays.num_episodes[0]) < self.replay_episodes
+        replace = int(devices.to_host(self.replays.num_episodes)[0]) < self.replay_episodes
         fn = self._updates.get((num_updates, replace))
         if fn is None:
             cfg, agent_config, horizon = self.cfg, self.agent_config, self.horizon
@@ -133,6 +148,7 @@ class EpisodicTrainer:
                     batch, indices = sequence_replay.sample(
                         replay, k_sample, cfg.batch_size, horizon, alpha=agent_config.per_alpha,
                         beta=agent_config.per_beta, replace=replace)
+                    batch = devices.shard_batch(batch, axis=0)  # its rows over "data" (a no-op without a mesh)
                     state, metrics = self.agent.update(state, batch, step, k_update)
                     replay = sequence_replay.update_priorities(replay, indices, metrics.pop("priorities"))
                     return (state, replay), metrics
@@ -140,9 +156,9 @@ class EpisodicTrainer:
                 return state, replay, jax.tree.map(jnp.mean, metrics)
 
             fn = self._updates[(num_updates, replace)] = jax.jit(
-                seeding.over_seeds(updates_one, self.strategy, jit=False), donate_argnums=(0, 1))
+                seeding.over_seeds(updates_one, self.strategy, jit=False, mesh=self.mesh), donate_argnums=(0, 1))
         keys = jax.vmap(lambda k: jax.random.fold_in(k, UPDATE_STREAM))(self.loop_keys)
-        first = jnp.full((self.num_seeds,), self.step, jnp.int32)
+        first = devices.put_seeds(jnp.full((self.num_seeds,), self.step, jnp.int32), self.mesh)
         self.states, self.replays, metrics = fn(self.states, self.replays, keys, first)
         return metrics
 
@@ -157,13 +173,13 @@ class EpisodicTrainer:
         rewards = np.zeros((n, length), np.float32)
         video = [[] for _ in range(n)]
         frames[:, 0] = newest_frame(obs, cfg.obs_type, self.frame_channels)
-        mean = jnp.zeros((n, self.horizon, self.action_dim), jnp.float32)
+        mean = devices.put_seeds(jnp.zeros((n, self.horizon, self.action_dim), jnp.float32), self.mesh)
         for t in range(length):
             if record:
                 for i, image in enumerate(envs_.call("render", cfg.video_size)):
                     video[i].append(image)
             action, mean = self.plan(obs, mean, step=step, t=t, eval_mode=eval_mode)
-            action = np.asarray(action)
+            action = devices.to_host(action)
             obs, reward, terminated, truncated, _ = envs_.step(action)
             ended = terminated | truncated
             if terminated.any() or (ended.any() and t < length - 1) or (t == length - 1 and not ended.all()):
@@ -203,7 +219,7 @@ class EpisodicTrainer:
 
     def restore(self) -> None:
         tree, meta = self.checkpointer.restore({"agent": self.states, "replay": self.replays})
-        self.states, self.replays = tree["agent"], tree["replay"]
+        self.states, self.replays = devices.put_seeds((tree["agent"], tree["replay"]), self.mesh)
         self.step, self.episode = meta["step"], meta["episode"]
         self.eval_count, self.last_eval = meta["eval_count"], meta["last_eval"]
 
@@ -213,7 +229,8 @@ class EpisodicTrainer:
 
     def store_episode(self, observations, actions: np.ndarray, rewards: np.ndarray) -> None:
         """Adds one collected episode of every seed to the replays."""
-        self.replays = self._add(self.replays, jnp.asarray(observations), jnp.asarray(actions), jnp.asarray(rewards))
+        episode = devices.put_seeds((jnp.asarray(observations), jnp.asarray(actions), jnp.asarray(rewards)), self.mesh)
+        self.replays = self._add(self.replays, *episode)
 
     def row_extras(self, seed_index: int, seed_steps: int) -> dict:
         """Extra metrics.csv columns of this episode's row for one seed (before the update means)."""
@@ -256,7 +273,7 @@ class EpisodicTrainer:
                 if self.step >= seed_steps:
                     num_updates = seed_steps if self.step == seed_steps else length
                     if num_updates:
-                        means = jax.device_get(self.run_updates(num_updates))
+                        means = devices.to_host(self.run_updates(num_updates))
                         check_finite(means, cfg.seeds, self.step, self.checkpointer.latest_step())
                 now = time.time()
                 self.episode += 1

@@ -29,6 +29,10 @@ S2 logs as env_step); metrics.csv also logs `phase` (2 seeding, 3 interactive; p
 its last BC loss and iteration count are on the first row), and `demo_batch_size`: the mean n_demo of the
 updates that followed the episode.
 
+Devices (`--config.devices`): as core/episodic.py. Both replays (and the agent states) are per-seed pytrees on
+their seed's devices; every sampled batch of the BC and update scans is laid over the "data" devices
+(devices.shard_batch), each seed's planning runs with the seeds split only.
+
 Checkpoints hold the agent states, both replays, the counters and whether BC is done; one is taken right
 after BC (step 0), so an interrupted run never repeats BC, and `--resume` continues exactly.
 
@@ -47,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
+from core import devices
 from core import seeds as seeding
 from core.checkpoint import Checkpointer
 from core.episodic import PLAN_STREAM, UPDATE_STREAM, EpisodicTrainer
@@ -92,6 +97,9 @@ class MoDemTrainer(EpisodicTrainer):
         self.agent, self.agent_config, self.cfg, self.run_dir = agent, agent_config, cfg, run_dir
         self.num_seeds = len(cfg.seeds)
         self.strategy = seeding.resolve_strategy(cfg.seed_strategy, dense=False)
+        # The device mesh first (both buffers give full batches of the agent's batch_size to every update).
+        self.layout = devices.plan(cfg.devices, self.num_seeds, agent_config.batch_size)
+        self.mesh = devices.make_mesh(self.layout)
         self.horizon = int(agent_config.horizon)
 
         probe = envs.make(cfg.task, seed=cfg.seeds[0], **env_kwargs(cfg))
@@ -116,9 +124,10 @@ class MoDemTrainer(EpisodicTrainer):
                                  f"{env_value}; record the demos with this run's settings (image_size "
                                  f"{cfg.image_size}, action_repeat {cfg.action_repeat})")
         keys = [jax.random.split(jax.random.PRNGKey(seed)) for seed in cfg.seeds]
-        self.loop_keys = jnp.stack([k[1] for k in keys])
+        self.loop_keys = devices.put_seeds(jnp.stack([k[1] for k in keys]), self.mesh)
         obs_shapes = {"pixels": self.obs_shape, "state": (self.state_dim,)}
-        self.states = seeding.stack([agent.create(k[0], obs_shapes, self.action_dim, agent_config) for k in keys])
+        self.states = devices.put_seeds(
+            seeding.stack([agent.create(k[0], obs_shapes, self.action_dim, agent_config) for k in keys]), self.mesh)
         demo_replay = demo_data.demo_replay(self.demos, frame_stack=cfg.frame_stack, horizon=self.horizon)
         demo_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(demo_replay))
         replay = demo_data.init_replay(
@@ -126,9 +135,9 @@ class MoDemTrainer(EpisodicTrainer):
             cfg.frame_stack, horizon=self.horizon,
             max_bytes=sequence_replay.available_bytes() // self.num_seeds - demo_bytes)
         self.replay_episodes = sequence_replay.capacity_episodes(replay.sequences)
-        self.replays = seeding.stack([replay] * self.num_seeds)
-        self.demo_replays = seeding.stack([demo_replay] * self.num_seeds)
-        self._add = _add_program(self.strategy)
+        self.replays = devices.put_seeds(seeding.stack([replay] * self.num_seeds), self.mesh)
+        self.demo_replays = devices.put_seeds(seeding.stack([demo_replay] * self.num_seeds), self.mesh)
+        self._add = _add_program(self.strategy, self.mesh)
 
         asynchronous = cfg.async_envs if cfg.async_envs is not None else self.num_seeds > 1
         self.train_envs = envs.make_vector(cfg.task, list(cfg.seeds), asynchronous=asynchronous, **env_kwargs(cfg))
@@ -146,22 +155,24 @@ class MoDemTrainer(EpisodicTrainer):
     def plan(self, obs: Dict[str, np.ndarray], mean: jnp.ndarray, *, step: int, t: int, eval_mode: bool):
         """EpisodicTrainer.plan for dict observations {"pixels": (S, h, w, C), "state": (S, D)}."""
         horizon = int(self.agent.planning_horizon(self.agent_config, step))
-        fn = _plan_program(self.agent, self.agent_config, self.strategy, horizon, eval_mode)
+        fn = _plan_program(self.agent, self.agent_config, self.strategy, horizon, eval_mode, self.mesh)
         n = self.num_seeds
         counter = self.step + t if not eval_mode else self.step
-        return fn(self.states, jax.tree.map(jnp.asarray, obs), self.loop_keys, mean, np.full(n, step, np.int32),
-                  np.full(n, t == 0), np.full(n, counter, np.int32),
-                  np.full(n, self.eval_count * self.episode_steps + t, np.int32))
+        per_seed = devices.put_seeds((jax.tree.map(jnp.asarray, obs), np.full(n, step, np.int32), np.full(n, t == 0),
+                                      np.full(n, counter, np.int32),
+                                      np.full(n, self.eval_count * self.episode_steps + t, np.int32)), self.mesh)
+        obs, steps, first, counters, eval_counters = per_seed
+        return fn(self.states, obs, self.loop_keys, mean, steps, first, counters, eval_counters)
 
     def run_bc(self) -> Dict[str, np.ndarray]:
         """Phase 1: bc_iterations(config, L) BC steps of every seed as one jitted scan over demo-replay
         samples (batch_size sequences; PER weights ignored, as S2). Returns the last step's metrics (S,)."""
         config, horizon = self.agent_config, self.horizon
         iterations = self.agent.bc_iterations(config, self.episode_steps)
-        fn = _bc_program(self.agent, config, self.strategy, horizon, iterations)
+        fn = _bc_program(self.agent, config, self.strategy, horizon, iterations, self.mesh)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, BC_STREAM))(self.loop_keys)
         self.states, metrics = fn(self.states, self.demo_replays, keys)
-        return jax.device_get(metrics)
+        return devices.to_host(metrics)
 
     def check_demo_split(self, first_step: int, num_updates: int) -> None:
         """ValueError unless every update of a scan starting at agent step `first_step` keeps at least one
@@ -182,13 +193,13 @@ class MoDemTrainer(EpisodicTrainer):
         every later episode: one program per sampling mode for the whole run. The keys depend on the update's
         step only, so the result is the one of a single scan."""
         self.check_demo_split(self.step, num_updates)
-        replace = int(self.replays.sequences.num_episodes[0]) < self.replay_episodes
+        replace = int(devices.to_host(self.replays.sequences.num_episodes)[0]) < self.replay_episodes
         chunk = self.episode_steps if num_updates % self.episode_steps == 0 else num_updates
-        fn = _updates_program(self.agent, self.agent_config, self.strategy, self.horizon, chunk, replace)
+        fn = _updates_program(self.agent, self.agent_config, self.strategy, self.horizon, chunk, replace, self.mesh)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, UPDATE_STREAM))(self.loop_keys)
         chunk_means = []
         for offset in range(0, num_updates, chunk):
-            first = jnp.full((self.num_seeds,), self.step + offset, jnp.int32)
+            first = devices.put_seeds(jnp.full((self.num_seeds,), self.step + offset, jnp.int32), self.mesh)
             self.states, self.replays, self.demo_replays, metrics = fn(self.states, self.replays,
                                                                        self.demo_replays, keys, first)
             chunk_means.append(metrics)
@@ -206,14 +217,14 @@ class MoDemTrainer(EpisodicTrainer):
         rewards = np.zeros((n, length), np.float32)
         video = [[] for _ in range(n)]
         frames[:, 0], states[:, 0] = obs[..., -3:], info["proprio"]
-        mean = jnp.zeros((n, self.horizon, self.action_dim), jnp.float32)
+        mean = devices.put_seeds(jnp.zeros((n, self.horizon, self.action_dim), jnp.float32), self.mesh)
         for t in range(length):
             if record:
                 for i, image in enumerate(envs_.call("render", cfg.video_size)):
                     video[i].append(image)
             action, mean = self.plan({"pixels": obs, "state": info["proprio"]}, mean, step=step, t=t,
                                      eval_mode=eval_mode)
-            action = np.asarray(action)
+            action = devices.to_host(action)
             obs, reward, terminated, truncated, info = envs_.step(action)
             ended = terminated | truncated
             if terminated.any() or (ended.any() and t < length - 1) or (t == length - 1 and not ended.all()):
@@ -234,7 +245,8 @@ class MoDemTrainer(EpisodicTrainer):
 
     def restore(self) -> None:
         tree, meta = self.checkpointer.restore(self._tree())
-        self.states, self.replays, self.demo_replays = tree["agent"], tree["replay"], tree["demo_replay"]
+        self.states, self.replays, self.demo_replays = devices.put_seeds(
+            (tree["agent"], tree["replay"], tree["demo_replay"]), self.mesh)
         self.step, self.episode = meta["step"], meta["episode"]
         self.eval_count, self.last_eval = meta["eval_count"], meta["last_eval"]
         self.bc_done, self.bc_metrics = meta["bc_done"], meta["bc_metrics"]
@@ -253,8 +265,9 @@ class MoDemTrainer(EpisodicTrainer):
         self.save()
 
     def store_episode(self, observations, actions: np.ndarray, rewards: np.ndarray) -> None:
-        self.replays = self._add(self.replays, jnp.asarray(observations["pixels"]), jnp.asarray(observations["state"]),
-                                 jnp.asarray(actions), jnp.asarray(rewards))
+        episode = devices.put_seeds((jnp.asarray(observations["pixels"]), jnp.asarray(observations["state"]),
+                                     jnp.asarray(actions), jnp.asarray(rewards)), self.mesh)
+        self.replays = self._add(self.replays, *episode)
 
     def row_extras(self, seed_index: int, seed_steps: int) -> dict:
         # demo_batch_size: NaN before any update; the updates' mean n_demo overrides it when they ran
@@ -270,40 +283,42 @@ class MoDemTrainer(EpisodicTrainer):
 # shared by every trainer of the process (a resumed trainer, the tests' several runs), so nothing is
 # compiled twice. The update program does not depend on the demo split (a traced value): one per
 # sampling mode (with replacement until the interaction buffer is full, without afterwards).
+# `mesh`: the trainer's device mesh (None for one device); sampled batches go over its "data" axis.
 
 
 @functools.lru_cache(maxsize=4)
-def _add_program(strategy: str):
-    return jax.jit(seeding.over_seeds(demo_data.add_replay_episode, strategy, jit=False), donate_argnums=(0,))
+def _add_program(strategy: str, mesh):
+    return jax.jit(seeding.over_seeds(demo_data.add_replay_episode, strategy, jit=False, mesh=mesh),
+                   donate_argnums=(0,))
 
 
 @functools.lru_cache(maxsize=8)
-def _plan_program(agent, agent_config, strategy: str, horizon: int, eval_mode: bool):
+def _plan_program(agent, agent_config, strategy: str, horizon: int, eval_mode: bool, mesh):
     def plan_one(state, obs, loop_key, mean, step, first, counter, eval_counter):
         # keys inside the compiled program, as EpisodicTrainer.plan
         key = jax.random.fold_in(jax.random.fold_in(loop_key, PLAN_STREAM), counter)
         if eval_mode:  # evaluation keys: their own stream, so evaluating never shifts training's
             key = jax.random.fold_in(key, eval_counter)
         return agent.plan(state, obs, key, mean, step=step, horizon=horizon, first_step=first, eval_mode=eval_mode)
-    return jax.jit(seeding.over_seeds(plan_one, strategy, jit=False))
+    return jax.jit(seeding.over_seeds(plan_one, strategy, jit=False, mesh=mesh))  # seeds split only
 
 
 @functools.lru_cache(maxsize=4)
-def _bc_program(agent, config, strategy: str, horizon: int, iterations: int):
+def _bc_program(agent, config, strategy: str, horizon: int, iterations: int, mesh):
     def bc_one(state, demo_replay, key):
         def body(state, i):
             k_sample, k_update = jax.random.split(jax.random.fold_in(key, i))
             # with replacement, as S2's never-full demo buffer (ours is sized to the demos); weights unused
             batch, _ = demo_data.sample_replay(demo_replay, k_sample, config.batch_size, horizon,
                                                alpha=config.per_alpha, beta=config.per_beta, replace=True)
-            return agent.bc_update(state, batch, k_update)
+            return agent.bc_update(state, devices.shard_batch(batch, axis=0), k_update)  # rows over "data"
         state, metrics = jax.lax.scan(body, state, jnp.arange(iterations))
         return state, jax.tree.map(lambda m: m[-1], metrics)
-    return jax.jit(seeding.over_seeds(bc_one, strategy, jit=False), donate_argnums=(0,))
+    return jax.jit(seeding.over_seeds(bc_one, strategy, jit=False, mesh=mesh), donate_argnums=(0,))
 
 
 @functools.lru_cache(maxsize=4)
-def _updates_program(agent, config, strategy: str, horizon: int, num_updates: int, replace: bool):
+def _updates_program(agent, config, strategy: str, horizon: int, num_updates: int, replace: bool, mesh):
     batch_size = config.batch_size
 
     def updates_one(state, replay, demo_replay, key, first_step):
@@ -318,6 +333,8 @@ def _updates_program(agent, config, strategy: str, horizon: int, num_updates: in
             demo_batch, demo_indices = demo_data.sample_replay(demo_replay, k_demo, batch_size, horizon,
                                                                alpha=config.per_alpha, beta=config.per_beta,
                                                                replace=True)
+            # rows over "data" (a no-op without a mesh); the indices stay whole, the write-back scatters by them
+            batch, demo_batch, is_demo = devices.shard_batch((batch, demo_batch, is_demo), axis=0)
             state, metrics = agent.update(state, agent.combine_batches(batch, demo_batch, is_demo), is_demo, step,
                                           k_update)
             priorities = metrics.pop("priorities")
@@ -327,7 +344,7 @@ def _updates_program(agent, config, strategy: str, horizon: int, num_updates: in
         (state, replay, demo_replay), metrics = jax.lax.scan(body, (state, replay, demo_replay),
                                                              jnp.arange(num_updates))
         return state, replay, demo_replay, jax.tree.map(jnp.mean, metrics)
-    return jax.jit(seeding.over_seeds(updates_one, strategy, jit=False), donate_argnums=(0, 1, 2))
+    return jax.jit(seeding.over_seeds(updates_one, strategy, jit=False, mesh=mesh), donate_argnums=(0, 1, 2))
 
 
 def load_demos(task: str, demos: Optional[str], root: Optional[str], *, episode_length: int,

@@ -2,6 +2,10 @@
 
 S seeds train in one process: their environments step in parallel (subprocesses), their agent
 states are stacked on a leading axis and run through one jitted program (core/seeds.py).
+`--config.devices` lays that program over a (seed, data) device mesh (core/devices.py): the seeds
+split over the "seed" devices, and each host batch's rows over the "data" devices, where XLA averages
+the gradients; `act` runs with the seeds split only. One device (the default on a CPU): no mesh, the
+plain programs.
 
 One agent step, in the official DrQ-v2 order:
     (episode end -> log, reset) -> evaluate if due -> act -> update (past the seed phase, every
@@ -41,6 +45,7 @@ import numpy as np
 import psutil
 
 import envs
+from core import devices
 from core import seeds as seeding
 from core.checkpoint import Checkpointer
 from core.logging import Logger
@@ -169,6 +174,9 @@ class OffPolicyTrainer:
     def __init__(self, agent, agent_config, cfg: LoopConfig, run_dir: str):
         self.agent, self.agent_config, self.cfg, self.run_dir = agent, agent_config, cfg, run_dir
         self.num_seeds = len(cfg.seeds)
+        # The device mesh first: a layout that does not fit the seeds or the batch stops before any work.
+        self.layout = devices.plan(cfg.devices, self.num_seeds, cfg.batch_size)
+        self.mesh = devices.make_mesh(self.layout)
         facts = preflight(cfg)
         obs_space, act_space, self.episode_steps = facts.obs_space, facts.act_space, facts.episode_steps
         self.obs_shape, self.action_dim = obs_space.shape, action_size(act_space)
@@ -185,9 +193,9 @@ class OffPolicyTrainer:
         self.samplers = [np.random.default_rng([seed, 1]) for seed in cfg.seeds]
 
         keys = [jax.random.split(jax.random.PRNGKey(seed)) for seed in cfg.seeds]
-        self.loop_keys = jnp.stack([k[1] for k in keys])
-        self.states = seeding.stack([agent.create(k[0], self.obs_shape, self.action_dim, agent_config)
-                                     for k in keys])
+        self.loop_keys = devices.put_seeds(jnp.stack([k[1] for k in keys]), self.mesh)
+        self.states = devices.put_seeds(seeding.stack([agent.create(k[0], self.obs_shape, self.action_dim,
+                                                                    agent_config) for k in keys]), self.mesh)
         self._build_steps()
 
         asynchronous = cfg.async_envs if cfg.async_envs is not None else self.num_seeds > 1
@@ -204,7 +212,7 @@ class OffPolicyTrainer:
 
     # ----------------------------------------------------------------------------- jitted steps
     def _build_steps(self):
-        agent, strategy = self.agent, self.cfg.seed_strategy
+        agent, strategy, mesh = self.agent, self.cfg.seed_strategy, self.mesh
 
         def act_one(state, obs, step, key, proprio, eval_mode):
             extra = {} if proprio is None else {"proprio": proprio[None]}  # only envs with proprio send it
@@ -225,15 +233,19 @@ class OffPolicyTrainer:
             trace = {k: v for k, v in metrics.items() if any(k == p or k.startswith(p + "/") for p in traced)}
             return state, totals, trace, priorities
 
+        # Acting has one observation per seed: seeds split over the mesh, nothing on "data".
         self._act = {mode: jax.jit(seeding.over_seeds(
-            lambda s, o, t, k, p, mode=mode: act_one(s, o, t, k, p, mode), strategy, jit=False))
+            lambda s, o, t, k, p, mode=mode: act_one(s, o, t, k, p, mode), strategy, jit=False, mesh=mesh))
             for mode in (False, True)}
-        self._update = jax.jit(seeding.over_seeds(update_one, strategy, jit=False), donate_argnums=(0, 4))
+        self._update = jax.jit(seeding.over_seeds(update_one, strategy, jit=False, mesh=mesh),
+                               donate_argnums=(0, 4))
 
     def act(self, obs: np.ndarray, eval_mode: bool, proprio: Optional[np.ndarray] = None) -> np.ndarray:
+        """Actions (S, ...) of every seed for observations (S, ...), as a numpy array."""
         steps = jnp.full((self.num_seeds,), self.step, jnp.int32)
         proprio = None if proprio is None else jnp.asarray(proprio, jnp.float32)
-        return self._act[eval_mode](self.states, jnp.asarray(obs), steps, self.loop_keys, proprio)
+        obs, steps, proprio = devices.put_seeds((jnp.asarray(obs), steps, proprio), self.mesh)
+        return devices.to_host(self._act[eval_mode](self.states, obs, steps, self.loop_keys, proprio))
 
     def _proprio(self, info: dict) -> Optional[np.ndarray]:
         """info["proprio"] of every environment, (S, *proprio_shape), or None for envs without it."""
@@ -249,15 +261,18 @@ class OffPolicyTrainer:
         batch = [r.sample(g, self.cfg.batch_size, stacked=stacked) for r, g in zip(self.replays, self.samplers)]
         batch = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
         indices = batch.pop("indices", None)  # prioritized replay: where the new priorities go
-        steps = jnp.full((self.num_seeds,), self.step, jnp.int32)
+        batch = devices.put_batch(batch, self.mesh)  # (S, B, ...): seeds over "seed", rows over "data"
+        steps = devices.put_seeds(jnp.full((self.num_seeds,), self.step, jnp.int32), self.mesh)
         if totals is None:  # the metric names are known only after the first update
             shapes = jax.eval_shape(lambda: self._update(self.states, batch, steps, self.loop_keys, {})[1])
-            totals = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            totals = devices.put_seeds(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), self.mesh)
         self.states, totals, trace, priorities = self._update(self.states, batch, steps, self.loop_keys, totals)
         if trace:  # kept on the device until the next flush, so the update loop never waits for it
             self.trace.append((self.step, trace))
         if indices is not None:  # the next sample must see them: this waits for the update
-            priorities = np.asarray(priorities)
+            # (S, B), its rows spread over the "data" devices on a mesh: to_host gathers them in row order,
+            # so row b is still the priority of indices[:, b]
+            priorities = devices.to_host(priorities)
             if priorities.shape != indices.shape:
                 raise RuntimeError(f"prioritized replay: the agent's update returned priorities of shape "
                                    f"{priorities.shape[1:]} per seed, expected one per transition {indices.shape[1:]}; "
@@ -273,7 +288,8 @@ class OffPolicyTrainer:
             return
         steps, traces = zip(*self.trace)
         self.trace = []
-        traces = jax.device_get(list(traces))
+        traces = list(traces)  # one batched transfer in one process; gathered over processes otherwise
+        traces = jax.device_get(traces) if jax.process_count() == 1 else devices.to_host(traces)
         events = getattr(self.agent, "trace_events", None)
         rows, event_rows = [], []
         for step, trace in zip(steps, traces):
@@ -302,7 +318,7 @@ class OffPolicyTrainer:
 
     def restore(self) -> int:
         tree, meta = self.checkpointer.restore(self._checkpoint_tree())
-        self.states = tree["agent"]
+        self.states = devices.put_seeds(tree["agent"], self.mesh)
         for replay, arrays, scalars in zip(self.replays, tree["replay"], meta["replay"]):
             replay.load_state_dict({**arrays, **scalars})
         for g, state in zip(self.samplers, meta["samplers"]):
@@ -438,8 +454,8 @@ class OffPolicyTrainer:
                     fps = (self.step - episode_start_step) * cfg.action_repeat / max(now - episode_start, 1e-9)
                     means = {}
                     if totals is not None and num_updates:
-                        means = jax.tree.map(lambda x: np.asarray(x) / num_updates, totals)
-                        totals, num_updates = jax.tree.map(jnp.zeros_like, totals), 0
+                        means = jax.tree.map(lambda x: x / num_updates, devices.to_host(totals))
+                        totals, num_updates = devices.put_seeds(jax.tree.map(jnp.zeros_like, totals), self.mesh), 0
                         check_finite(means, cfg.seeds, self.step, self.checkpointer.latest_step())
                     self.flush_trace(logger)
                     for i in np.flatnonzero(need_reset):
