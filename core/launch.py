@@ -22,6 +22,7 @@ from absl import logging as absl_logging
 from ml_collections import config_dict
 
 import envs
+from core import devices
 from core import logging as runlog
 from core.offpolicy import LoopConfig, OffPolicyTrainer, preflight
 
@@ -109,7 +110,6 @@ def resolve(agent_module, config: config_dict.ConfigDict):
     a = agent_config
     # The device layout must fit the seeds and the batch: checked here, before any run directory exists
     # (the loops plan the same layout again when they are built). Runs saved before the flag existed: "auto".
-    from core import devices  # local: this check is all the launcher needs of it
     device_spec = str(config.get("devices", "auto"))
     devices.plan(device_spec, len(seeds), a.batch_size)
     loop = LoopConfig(
@@ -156,8 +156,6 @@ def run(agent_module, agent_name: str, config: config_dict.ConfigDict, resume: s
     """Trains (or resumes) one run; bad input stops here, before any work, with a message.
     `trainer_cls`: the loop (OffPolicyTrainer, or core/episodic.py's EpisodicTrainer for the planners)."""
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every checkpoint operation at INFO
-    from core import devices
-
     try:  # first: jax.distributed must join before any JAX computation
         devices.initialize(config.coordinator, config.num_processes, config.process_id)
     except (ValueError, RuntimeError) as e:

@@ -9,8 +9,11 @@ import numpy as np
 
 
 def write_mp4(path: str, frames: list[np.ndarray], fps: int = 30) -> None:
-    """Writes uint8 RGB frames (H, W, 3) to `path` (written to a temporary name, then renamed)."""
-    if not frames:
+    """Writes uint8 RGB frames (H, W, 3) to `path` (written to a temporary name, then renamed). In a run over
+    several processes only process 0 writes (the others render the same episodes)."""
+    from core.logging import is_main_process
+
+    if not frames or not is_main_process():
         return
     import imageio.v2 as imageio
 
