@@ -64,7 +64,6 @@ import flax.struct as struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
 from core import devices
 from core import logging as runlog
@@ -298,17 +297,10 @@ def iteration(agent, env, settings: LoopSettings, window: int, filled: int, stat
 
 
 def over_seeds(fn, mesh=None):
-    """`fn` vmapped over a leading seed axis (core/seeds.py "vmap"); with a device mesh
-    (core/devices.py) the seed axis is split over the mesh's "seed" devices, each vmapping its own
-    seeds (shard_map, manual over "seed" only, as core/seeds.py over_seeds), and the update's
+    """`fn` vmapped over a leading seed axis (core/seeds.py "vmap"); with a device mesh (core/devices.py)
+    the seed axis is split over the mesh's "seed" devices, each vmapping its own seeds, and the update's
     minibatches over its "data" devices (the agents' devices.shard_batch)."""
-    per_device = seeding.over_seeds(fn, "vmap", jit=False)
-    if mesh is None:
-        return per_device
-    # check_vma=False, unlike core/seeds.py: MJX's own solver (mujoco.mjx, a lax.cond in its line search)
-    # mixes seed-varying and constant values, which shard_map's varying-axes type check rejects.
-    return jax.shard_map(per_device, mesh=mesh, in_specs=P(devices.SEED), out_specs=P(devices.SEED),
-                         axis_names={devices.SEED}, check_vma=False)
+    return seeding.over_seeds(fn, "vmap", jit=False, mesh=mesh)
 
 
 @functools.lru_cache(maxsize=None)
