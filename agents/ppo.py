@@ -435,16 +435,6 @@ def explained_variance(predictions: jnp.ndarray, targets: jnp.ndarray) -> jnp.nd
     return jnp.where(var_targets == 0, jnp.nan, 1 - jnp.var(targets - predictions) / var_targets)
 
 
-def varying_like(anchor: jnp.ndarray, tree: Any) -> Any:
-    """`tree`, same values, typed like `anchor` on a device mesh. Inside a program over the mesh's seed
-    devices (core/seeds.py over_seeds: shard_map) a value computed from constants alone does not vary
-    over the seed devices while one computed from the agent state does, and lax.scan carries and
-    lax.cond operands must agree (jax 0.10 fails on a mix under the "vmap" seed strategy). Adding a
-    zero made like `anchor` gives them its type; elsewhere it changes nothing."""
-    zero = jnp.zeros_like(anchor, shape=())
-    return jax.tree.map(lambda x: x + zero.astype(x.dtype), tree)
-
-
 def early_stopped_steps(take_minibatch, loss_fn, params: Params, opt_state: optax.OptState,
                         tx: optax.GradientTransformation, lr, indices: jnp.ndarray, valid, is_epoch_end: jnp.ndarray,
                         *, kl_name: str, target_kl: float, kl_check: str, metric_names: Sequence[str],
@@ -467,7 +457,7 @@ def early_stopped_steps(take_minibatch, loss_fn, params: Params, opt_state: opta
     kl_enabled = target_kl > 0
 
     def slot(carry, xs):
-        mb_indices, mb_valid, epoch_end = varying_like(anchor, xs)
+        mb_indices, mb_valid, epoch_end = xs
         minibatch = take_minibatch(mb_indices, mb_valid)
 
         def evaluate(carry, minibatch):
@@ -491,11 +481,8 @@ def early_stopped_steps(take_minibatch, loss_fn, params: Params, opt_state: opta
         skip = lambda carry, minibatch: carry  # noqa: E731  (stopped: skip the rest)
         return jax.lax.cond(carry[2], skip, evaluate, carry, minibatch), None
 
-    # The carry's counters start as zeros "like" the params (varying_like), as the loop's outputs are.
-    anchor = jax.tree.leaves(params)[0]
-    zero = lambda dtype: jnp.zeros_like(anchor, shape=(), dtype=dtype)  # noqa: E731
-    zeros = {name: zero(jnp.float32) for name in metric_names}
-    init = (params, opt_state, zero(bool), zero(jnp.int32), zero(jnp.int32), zeros)
+    zeros = {name: jnp.zeros((), jnp.float32) for name in metric_names}
+    init = (params, opt_state, jnp.asarray(False), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), zeros)
     params, opt_state, stopped, steps, evaluated, sums = jax.lax.scan(slot, init, (indices, valid, is_epoch_end))[0]
     return params, opt_state, steps, stopped, {name: sums[name] / jnp.maximum(evaluated, 1) for name in metric_names}
 
@@ -562,8 +549,8 @@ def sampling_error_metric(state: PPOState, batch: Batch, key: jax.Array, config:
     """The sampling error (spec §8.3) of the batch's (s, a) w.r.t. the current policy, or NaN when not
     due: due before the target update numbered num_updates + 1 when that number is a multiple of
     se_every_updates (never when 0). Computed on the whole batch, before the update (PPOROS order)."""
-    if config.se_every_updates <= 0:  # NaN made like the counter: see the lax.cond below
-        return jnp.full_like(state.num_updates, jnp.nan, dtype=jnp.float32)
+    if config.se_every_updates <= 0:
+        return jnp.asarray(jnp.nan, jnp.float32)
     params = {"actor": state.params["actor"], "log_std": state.params["log_std"]}
     trainable = empirical_policy_trainable(params, config.se_freeze_hidden_biases)
     num_samples = batch["obs"].shape[0]
@@ -585,8 +572,7 @@ def sampling_error_metric(state: PPOState, batch: Batch, key: jax.Array, config:
         return se.astype(jnp.float32)
 
     due = (state.num_updates + 1) % config.se_every_updates == 0
-    # the "not due" NaN made like `due` (both branches vary alike over a device mesh's seed devices)
-    return jax.lax.cond(due, compute, lambda: jnp.full_like(due, jnp.nan, dtype=jnp.float32))
+    return jax.lax.cond(due, compute, lambda: jnp.asarray(jnp.nan, jnp.float32))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -389,11 +389,9 @@ def buffer_steps(config: Config) -> int:
     return ppo.buffer_steps(config)
 
 
-def _nan_like(metrics_shapes: Metrics, anchor: jnp.ndarray) -> Metrics:
-    """NaN metrics of the given shapes (PPO's metrics on calls without a target update), made "like"
-    `anchor` (a state counter), so that inside a program over a device mesh they vary over the seed
-    devices as the other lax.cond branch's metrics do (core/seeds.py over_seeds)."""
-    return {name: jnp.full_like(anchor, jnp.nan, shape=s.shape, dtype=s.dtype) for name, s in metrics_shapes.items()}
+def _nan_metrics(metrics_shapes: Metrics) -> Metrics:
+    """NaN metrics of the given shapes (PPO's metrics on calls without a target update)."""
+    return {name: jnp.full(s.shape, jnp.nan, s.dtype) for name, s in metrics_shapes.items()}
 
 
 @jax.jit
@@ -418,11 +416,11 @@ def update(state: PROPSState, rollout: Rollout, key: jax.Array) -> Tuple[PROPSSt
     if T % n == 0:  # static: only then can env_steps be a multiple of n (before the buffer is full, T = env_steps)
         state, ppo_metrics = jax.lax.cond(
             target_due, ppo.target_update,
-            lambda s, b, k: (s, _nan_like(jax.eval_shape(ppo.target_update, s, b, k)[1], s.env_steps)),
+            lambda s, b, k: (s, _nan_metrics(jax.eval_shape(ppo.target_update, s, b, k)[1])),
             state, batch, key)
     else:
         full_batch = {name: jax.ShapeDtypeStruct((full * E,) + x.shape[1:], x.dtype) for name, x in batch.items()}
-        ppo_metrics = _nan_like(jax.eval_shape(ppo.target_update, state, full_batch, key)[1], state.env_steps)
+        ppo_metrics = _nan_metrics(jax.eval_shape(ppo.target_update, state, full_batch, key)[1])
     metrics = {**ppo_metrics, "target_update": target_due.astype(jnp.float32)}
 
     if config.behaviour == "none":  # PPO-BUFFER: pi_phi = pi_theta
