@@ -176,6 +176,47 @@ def suite_of(task: str) -> str:
     return "dmc"
 
 
+# Episode lengths in AGENT steps (action repeat 2; S2 cfgs/suite/*.yaml episode_length / action_repeat, spec §3.3):
+# Adroit door 100, hammer 125, pen 50; every Meta-World task 100. DMControl keeps its 1000 frames (500 steps).
+EPISODE_STEPS: Dict[str, int] = {"adroit_door": 100, "adroit_hammer": 125, "adroit_pen": 50, "metaworld": 100}
+
+
+def episode_steps(task: str) -> int | None:
+    """MoDem's episode length of a Meta-World or Adroit task in agent steps; None for DMControl (its own)."""
+    suite = suite_of(task)
+    if suite == "dmc":
+        return None
+    if suite == "adroit":
+        if task not in EPISODE_STEPS:
+            raise ValueError(f"unknown Adroit task {task!r}: MoDem runs "
+                             f"{', '.join(t for t in EPISODE_STEPS if t.startswith('adroit_'))}")
+        return EPISODE_STEPS[task]
+    return EPISODE_STEPS["metaworld"]
+
+
+def env_options_for_task(task: str) -> Dict[str, Any]:
+    """envs.make keyword arguments that give MoDem's observations and rewards (spec §3.2-3.3).
+
+    DMControl: proprio=True (info["proprio"] = the flattened task observation), dense reward.
+    Meta-World / Adroit: info["modem_state"] = the suite's proprioceptive slice, the sparse reward
+    success - 1, MoDem's episode length; the frame stack filled with the first frame at reset (S2's frame
+    buffer, and what the replay rebuilds); a dropped Adroit pen does not end the fixed-length episode."""
+    suite = suite_of(task)
+    if suite == "dmc":
+        return {"proprio": True}
+    options: Dict[str, Any] = {"modem_state": True, "sparse_reward": True, "max_episode_steps": episode_steps(task)}
+    if suite == "metaworld":
+        options["zero_fill_stack"] = False
+    else:
+        options["terminate_on_drop"] = False
+    return options
+
+
+def state_key(task: str) -> str:
+    """The info key of MoDem's proprioceptive state: "proprio" (DMControl) or "modem_state" (Meta-World, Adroit)."""
+    return "proprio" if suite_of(task) == "dmc" else "modem_state"
+
+
 def config_for_task(task: str, **user_overrides) -> Config:
     """MoDem's config of a task: defaults <- its suite's yaml (SUITE_OVERRIDES) <- `user_overrides`.
     num_seed_frames (5000 agent steps) and replay_capacity (train agent steps) follow the resolved

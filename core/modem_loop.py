@@ -1,4 +1,4 @@
-"""MoDem's host loop (spec §3.1) for S seeds of one DeepMind Control task, from pixels + state.
+"""MoDem's host loop (spec §3.1) for S seeds of one DeepMind Control, Meta-World or Adroit task, from pixels + state.
 
 MoDem = TD-MPC (core/episodic.py's loop) with demonstrations, in three phases:
 
@@ -19,8 +19,11 @@ data/demos.py update_replay_priorities). The price is sampling both buffers full
 Both replays live on the device (data/demos.py PixelStateReplay: pixel frames + the state of every
 step); the demo replay holds exactly the demos (spec §10 #5), one copy per seed so each seed's demo
 priorities are its own; it is sampled with replacement, as S2's (allocated at the run's capacity, never
-full, spec §10 #5). Observations are {"pixels": frame-stacked RGB, "state": the flattened task
-observation} (envs/dmc.py proprio=True, spec §3.2). Demos come from data/demos.py read_demos; they must
+full, spec §10 #5). Observations are {"pixels": frame-stacked RGB, "state": MoDem's proprioceptive state}
+(spec §3.2): DMControl's flattened task observation (envs/dmc.py proprio=True, info["proprio"], dense
+reward); Meta-World's 8-d hand + gripper slice and Adroit's per-task slice (info["modem_state"], envs/metaworld.py
+and envs/adroit.py modem_state=True) with the sparse reward success - 1 and MoDem's episode lengths (100
+agent steps; Adroit door / hammer / pen 100 / 125 / 50), all from agents/modem.py env_options_for_task. Demos come from data/demos.py read_demos; they must
 have the environment's episode length, frame size, state size and action size.
 
 Step accounting (spec §3.3, §10 #1): metrics.csv and eval.csv log `step` (agent steps, what the
@@ -36,7 +39,9 @@ their seed's devices; every sampled batch of the BC and update scans is laid ove
 Checkpoints hold the agent states, both replays, the counters and whether BC is done; one is taken right
 after BC (step 0), so an interrupted run never repeats BC, and `--resume` continues exactly.
 
-Meta-World and Adroit (sparse success rewards, their own proprioceptive vectors) are not wired in yet.
+Evaluation is EpisodicTrainer's (the planner in eval mode) and eval.csv also logs `episode_success`: the mean over
+the evaluation episodes of the environment's latched success at the episode's end (info["episode_success"];
+DMControl reports none: 0).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import time
 from typing import Any, Dict, Optional
 
 import jax
@@ -55,7 +61,9 @@ from core import devices
 from core import seeds as seeding
 from core.checkpoint import Checkpointer
 from core.episodic import PLAN_STREAM, UPDATE_STREAM, EpisodicTrainer
-from core.offpolicy import LoopConfig, action_size, check_finite, env_kwargs
+from core.logging import Logger
+from core.offpolicy import EVAL_EPISODE, LoopConfig, action_size, check_finite, env_kwargs, episode_seed
+from core.video import write_mp4
 from data import demos as demo_data
 from data import sequence_replay
 from data.datasets import datasets_root
@@ -65,7 +73,8 @@ SEEDING, INTERACTIVE = 2, 3  # the `phase` column of metrics.csv
 
 
 class MoDemTrainer(EpisodicTrainer):
-    """Trains agents.modem on S seeds of one DMC task: BC on the demos, seeding, interactive learning.
+    """Trains agents.modem on S seeds of one DMC, Meta-World or Adroit task: BC on the demos, seeding,
+    interactive learning.
 
     demos: the demos' dataset id under `demos_root` (default data/demos.dataset_id_for(task)), or a path
     when demos_root is None and the path exists. Evaluation is EpisodicTrainer's (the planner in eval mode).
@@ -74,13 +83,13 @@ class MoDemTrainer(EpisodicTrainer):
     def __init__(self, agent, agent_config, cfg: LoopConfig, run_dir: str, *, demos: Optional[str] = None,
                  demos_root: Optional[str] = None):
         needed = ("bc_update", "bc_iterations", "batch_split", "traced_demo_batch_size", "demo_rows",
-                  "combine_batches")
+                  "combine_batches", "env_options_for_task", "state_key")
         if not all(hasattr(agent, name) for name in needed):
             raise ValueError(f"MoDemTrainer trains agents.modem ({', '.join(needed)}); "
                              f"got {getattr(agent, '__name__', agent)}")
-        if envs.suite_of(cfg.task) != "dmc":
-            raise ValueError(f"{cfg.task}: the MoDem loop runs DeepMind Control tasks (pixels + the flattened task "
-                             f"observation); Meta-World and Adroit are not wired into it yet")
+        if envs.suite_of(cfg.task) not in ("dmc", "metaworld", "adroit"):
+            raise ValueError(f"{cfg.task}: the MoDem loop runs DeepMind Control, Meta-World or Adroit tasks; "
+                             f"{envs.suite_of(cfg.task)} tasks are not MoDem's")
         if cfg.obs_type != "pixels":
             raise ValueError(f"MoDem learns from pixels + state; the loop's obs_type must be 'pixels', got "
                              f"{cfg.obs_type!r}")
@@ -90,9 +99,10 @@ class MoDemTrainer(EpisodicTrainer):
                                  f"{getattr(cfg, name)}; they must agree (the launcher copies the agent's)")
         if agent_config.demos < 1:
             raise ValueError(f"demos={agent_config.demos}: MoDem needs at least one demonstration")
-        # The environments also give the flattened task observation (info["proprio"]).
-        options = dict(cfg.env_options)
-        options["proprio"] = True
+        # The environments also give MoDem's proprioceptive state (info[state_key]) and, for Meta-World and
+        # Adroit, the sparse reward and MoDem's episode length; the run's own env_options come last.
+        options = {**agent.env_options_for_task(cfg.task), **dict(cfg.env_options)}
+        self.state_key = agent.state_key(cfg.task)
         cfg = dataclasses.replace(cfg, env_options=tuple(options.items()))
         self.agent, self.agent_config, self.cfg, self.run_dir = agent, agent_config, cfg, run_dir
         self.num_seeds = len(cfg.seeds)
@@ -104,7 +114,8 @@ class MoDemTrainer(EpisodicTrainer):
 
         probe = envs.make(cfg.task, seed=cfg.seeds[0], **env_kwargs(cfg))
         self.obs_shape = tuple(probe.observation_space.shape)  # (h, w, frame_stack * 3)
-        self.state_dim = int(probe.proprio_space.shape[0])
+        state_space = probe.proprio_space if self.state_key == "proprio" else probe.modem_state_space
+        self.state_dim = int(state_space.shape[0])
         self.action_dim = action_size(probe.action_space)
         self.episode_steps = probe.max_episode_steps
         probe.close()
@@ -150,6 +161,7 @@ class MoDemTrainer(EpisodicTrainer):
         self.last_eval = float("nan")
         self.bc_done = False
         self.bc_metrics: Dict[str, list] = {}  # the BC scan's metrics per seed, logged on the first row
+        self.last_episode_success = np.zeros(self.num_seeds)  # latched success at the end of collect's episode
 
     # ----------------------------------------------------------------------------- jitted programs
     def plan(self, obs: Dict[str, np.ndarray], mean: jnp.ndarray, *, step: int, t: int, eval_mode: bool):
@@ -216,13 +228,14 @@ class MoDemTrainer(EpisodicTrainer):
         actions = np.zeros((n, length, self.action_dim), np.float32)
         rewards = np.zeros((n, length), np.float32)
         video = [[] for _ in range(n)]
-        frames[:, 0], states[:, 0] = obs[..., -3:], info["proprio"]
+        key = self.state_key
+        frames[:, 0], states[:, 0] = obs[..., -3:], info[key]
         mean = devices.put_seeds(jnp.zeros((n, self.horizon, self.action_dim), jnp.float32), self.mesh)
         for t in range(length):
             if record:
                 for i, image in enumerate(envs_.call("render", cfg.video_size)):
                     video[i].append(image)
-            action, mean = self.plan({"pixels": obs, "state": info["proprio"]}, mean, step=step, t=t,
+            action, mean = self.plan({"pixels": obs, "state": info[key]}, mean, step=step, t=t,
                                      eval_mode=eval_mode)
             action = devices.to_host(action)
             obs, reward, terminated, truncated, info = envs_.step(action)
@@ -230,9 +243,35 @@ class MoDemTrainer(EpisodicTrainer):
             if terminated.any() or (ended.any() and t < length - 1) or (t == length - 1 and not ended.all()):
                 raise RuntimeError(f"{cfg.task}: MoDem stores fixed-length episodes of {length} agent steps, but an "
                                    f"environment {'terminated' if terminated.any() else 'ended'} at step {t + 1}")
-            frames[:, t + 1], states[:, t + 1] = obs[..., -3:], info["proprio"]
+            frames[:, t + 1], states[:, t + 1] = obs[..., -3:], info[key]
             actions[:, t], rewards[:, t] = action, reward
+        # the latched success at the episode's end (spec §3.2); DMControl reports none
+        self.last_episode_success = np.asarray(info.get("episode_success", np.zeros(n)), np.float64).reshape(n)
         return {"pixels": frames, "state": states}, actions, rewards, video
+
+    def evaluate(self, logger: Logger) -> None:
+        """EpisodicTrainer.evaluate (the planner in eval mode, the same episode seeds) plus `episode_success`:
+        the mean latched success of the evaluation episodes, per seed."""
+        cfg = self.cfg
+        returns, successes = np.zeros(self.num_seeds), np.zeros(self.num_seeds)
+        frame = self.step * cfg.action_repeat
+        for ep in range(cfg.num_eval_episodes):
+            seeds = [episode_seed(s, EVAL_EPISODE, self.eval_count * cfg.num_eval_episodes + ep) for s in cfg.seeds]
+            _, _, rewards, video = self.collect(self.eval_envs, seeds, step=self.step, eval_mode=True,
+                                                record=cfg.save_video and ep == 0)
+            returns += rewards.sum(axis=1)
+            successes += self.last_episode_success
+            for i, seed in enumerate(cfg.seeds):
+                if video[i]:
+                    write_mp4(os.path.join(self.run_dir, "videos", f"frame{frame:09d}_seed{seed}.mp4"), video[i])
+        episodes = max(cfg.num_eval_episodes, 1)
+        returns, successes = returns / episodes, successes / episodes
+        for i, seed in enumerate(cfg.seeds):
+            logger.log_eval({"seed": seed, "step": self.step, "frame": frame,
+                             "episode_reward": returns[i], "episode_success": successes[i],
+                             "episode_length": self.episode_steps, "wall_time": time.time() - self.start_time})
+        self.eval_count += 1
+        self.last_eval = float(returns.mean())
 
     # ----------------------------------------------------------------------------- checkpoints
     def _tree(self) -> Dict[str, Any]:

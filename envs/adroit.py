@@ -36,6 +36,22 @@ One `AdroitEnv` does, innermost first, what DrM's `adroit.make` does:
 object joints); "discount"; "frames"; "goal_achieved_frames" (frames of this step with the goal
 achieved: DrM's `n_goal_achieved`); "success" (1.0 if any of them); "episode_success" (1.0 once
 the goal has held on more than 25 frames of the episode, pen: more than 20 — the official metric).
+
+MoDem's options (model-offline-onpolicy-agents.md §3.2-3.3; core/modem_loop.py sets them):
+
+- `modem_state=True`: info["modem_state"] at reset and every step = MoDem's proprioceptive "state",
+  slices of the raw gymnasium-robotics observation (`modem_state_of(task, state)`, MODEM_STATE_SLICES).
+  gymnasium-robotics 1.4.2's `_get_obs` keeps mj_envs v0's layout, so the mj_envs slices apply as they
+  are: door obs = [qpos[1:-2] (27), latch, hinge, palm xyz, handle xyz, palm - handle, open flag] ->
+  obs[0:27] + obs[29:32] (30-d: qpos[1:-2] and the palm position); hammer obs = [qpos[:-6] (27),
+  clip(qvel[-6:], +-1), palm xyz, ...] -> obs[0:36]; pen obs = [qpos[:-6] (24), pen xyz, pen velocity
+  (6), pen orientation, desired orientation, ...] -> obs[0:24] + obs[-9:-6] (27-d: the desired
+  orientation). tests/test_modem_domains.py checks them against the model's qpos and sites;
+- `sparse_reward=True`: the reward of an agent step is success - 1 in {-1, 0}, the goal_achieved of its
+  LAST simulator frame (MoDem's wrapper), instead of the scaled dense sum;
+- `max_episode_steps`: the time limit in agent steps (MoDem: door 100, hammer 125, pen 50) instead of
+  DrM's frame limits;
+- `terminate_on_drop=False`: a dropped pen does not end the episode (MoDem stores fixed-length episodes).
 """
 
 from __future__ import annotations
@@ -153,6 +169,21 @@ class AdroitTask:
     rules: Callable[[Scene], tuple[float, bool, bool]]
 
 
+# MoDem's proprioceptive slices of the raw gymnasium-robotics observation (see the module doc).
+MODEM_STATE_SLICES: dict[str, tuple[slice, ...]] = {
+    "adroit_door": (slice(0, 27), slice(29, 32)),  # qpos[1:-2], palm xyz
+    "adroit_hammer": (slice(0, 36),),  # qpos[:-6], clip(qvel[-6:], +-1), palm xyz
+    "adroit_pen": (slice(0, 24), slice(-9, -6)),  # qpos[:-6], desired orientation
+}
+
+
+def modem_state_of(task: str, state: np.ndarray) -> np.ndarray:
+    """MoDem's proprioceptive "state" of a raw Adroit observation (float32; see MODEM_STATE_SLICES)."""
+    resolve(task)
+    state = np.asarray(state)
+    return np.concatenate([state[..., s] for s in MODEM_STATE_SLICES[task]], axis=-1).astype(np.float32)
+
+
 # Camera poses from DrM's rrl-dependencies/mj_envs/.../assets/DAPG_{door,hammer,pen}.xml.
 ADROIT_TASKS: dict[str, AdroitTask] = {
     "adroit_door": AdroitTask(
@@ -215,9 +246,15 @@ class AdroitEnv(gym.Env):
         frame_stack: int = 1,
         image_size: int = 84,
         flip_vertical: bool = False,
+        modem_state: bool = False,
+        sparse_reward: bool = False,
+        max_episode_steps: int | None = None,
+        terminate_on_drop: bool = True,
     ) -> None:
         spec = resolve(task)
         check_arguments(obs_type, action_repeat=action_repeat, frame_stack=frame_stack, image_size=image_size)
+        if max_episode_steps is not None:
+            check_arguments(obs_type, max_episode_steps=max_episode_steps)
         adroit_hand = _import_adroit_hand()
         import mujoco
 
@@ -233,9 +270,13 @@ class AdroitEnv(gym.Env):
         self.stack_padding = "repeat"  # the first frame fills the stack at reset (read by the training loop)
         self.camera = spec.camera
         self.reward_scale = spec.reward_scale
-        self.episode_frames = spec.episode_frames
+        self.episode_frames = (spec.episode_frames if max_episode_steps is None
+                               else int(max_episode_steps) * self.action_repeat)
         self.success_frames = spec.success_frames
-        self.max_episode_steps = math.ceil(spec.episode_frames / self.action_repeat)
+        self.max_episode_steps = math.ceil(self.episode_frames / self.action_repeat)
+        self.with_modem_state = bool(modem_state)
+        self.sparse_reward = bool(sparse_reward)
+        self.terminate_on_drop = bool(terminate_on_drop)
         self.render_mode = "rgb_array"
 
         self._env = getattr(adroit_hand, spec.env_class)(reward_type="dense")
@@ -263,6 +304,9 @@ class AdroitEnv(gym.Env):
             state_dim = self._env.observation_space.shape[0]
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(state_dim,), dtype=np.float32)
         self.proprio_space = gym.spaces.Box(-np.inf, np.inf, shape=(len(HAND_JOINTS),), dtype=np.float32)
+        modem_dim = modem_state_of(task, np.zeros(self._env.observation_space.shape)).shape[0]
+        self.modem_state_space = (gym.spaces.Box(-np.inf, np.inf, shape=(modem_dim,), dtype=np.float32)
+                                  if self.with_modem_state else None)
 
         self._first_episode_seed: int | None = int(seed)
         self._frames = FrameStack(self.frame_stack)
@@ -287,7 +331,10 @@ class AdroitEnv(gym.Env):
         self._needs_reset = False
         if self.obs_type == "pixels":
             self._frames.reset(self.render())  # the first frame fills the stack (RRL's wrapper)
-        return self._observation(state), {"proprio": self._proprio()}
+        info = {"proprio": self._proprio()}
+        if self.with_modem_state:
+            info["modem_state"] = modem_state_of(self.task, state)
+        return self._observation(state), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """One agent step: the action repeated `action_repeat` frames (fewer if the episode ends)."""
@@ -308,6 +355,7 @@ class AdroitEnv(gym.Env):
             frames += 1
             self._frame_count += 1
             frame_reward, goal_achieved, terminated = self.task_spec.rules(self._scene)
+            terminated = terminated and self.terminate_on_drop
             reward += frame_reward
             goal_frames += int(goal_achieved)
             if terminated or self._frame_count >= self.episode_frames:
@@ -326,7 +374,11 @@ class AdroitEnv(gym.Env):
             "episode_success": float(self._goal_frames > self.success_frames),
             "proprio": self._proprio(),
         }
-        return self._observation(state), reward * self.reward_scale, terminated, truncated, info
+        if self.with_modem_state:
+            info["modem_state"] = modem_state_of(self.task, state)
+        # MoDem: the last frame's goal_achieved - 1; otherwise DrM's scaled dense reward
+        reward = float(goal_achieved) - 1.0 if self.sparse_reward else reward * self.reward_scale
+        return self._observation(state), reward, terminated, truncated, info
 
     def render(self, size: int | None = None) -> np.ndarray:
         """An RGB uint8 (size, size, 3) image of the current state from the observation camera.

@@ -24,6 +24,14 @@ One `MetaWorldEnv` does, innermost first, what DrM's `metaworld_env.make` does:
 this agent step succeeded) and "episode_success" (1.0 once any step of the episode succeeded: the
 official success metric, spec §2.7). DrM's trainer quirk of resetting twice per episode
 (`mw_double_reset`) belongs to the training loop, not here.
+
+MoDem's options (model-offline-onpolicy-agents.md §3.2; core/modem_loop.py sets them):
+
+- `modem_state=True`: info["modem_state"] at reset and every step = MoDem's 8-d proprioceptive
+  "state", obs[0:4] + obs[18:22] of the 39-d state vector (hand xyz + gripper opening, then the same
+  of the previous frame; `modem_state_of(state)`), and `modem_state_space`;
+- `sparse_reward=True`: the reward of an agent step is success - 1 in {-1, 0}, the success of the
+  LAST of its `action_repeat` simulator steps (MoDem's wrapper), not the dense reward sum.
 """
 
 from __future__ import annotations
@@ -61,6 +69,17 @@ TASKS: list[str] = sorted(TASK_PREFIX + name for name in METAWORLD_NAMES)
 CAMERA = "corner2"
 CORNER2_POSITION = (0.75, 0.075, 0.7)
 EPISODE_STEPS = 250  # agent steps: DrM's TimeLimit(250) wraps the action repeat
+# MoDem's proprioceptive slices of the 39-d state: hand xyz + gripper, and their previous-frame copy.
+MODEM_STATE_SLICES = (slice(0, 4), slice(18, 22))
+MODEM_STATE_DIM = 8
+
+
+def modem_state_of(state: np.ndarray) -> np.ndarray:
+    """MoDem's 8-d "state" of a 39-d Meta-World state vector: state[0:4] + state[18:22] (float32)."""
+    state = np.asarray(state)
+    if state.shape[-1] != 39:
+        raise ValueError(f"a Meta-World state vector has 39 entries, got shape {state.shape}")
+    return np.concatenate([state[..., s] for s in MODEM_STATE_SLICES], axis=-1).astype(np.float32)
 
 
 def resolve(task: str) -> str:
@@ -119,6 +138,8 @@ class MetaWorldEnv(gym.Env):
         max_episode_steps: int = EPISODE_STEPS,
         zero_fill_stack: bool = True,
         flip_vertical: bool = True,
+        modem_state: bool = False,
+        sparse_reward: bool = False,
     ) -> None:
         name = resolve(task)
         check_arguments(obs_type, action_repeat=action_repeat, frame_stack=frame_stack, image_size=image_size,
@@ -138,6 +159,8 @@ class MetaWorldEnv(gym.Env):
         # How the stack is filled at reset; the training loop's replay rebuilds stacks the same way.
         self.stack_padding = "zeros" if self.zero_fill_stack else "repeat"
         self.flip_vertical = bool(flip_vertical)
+        self.with_modem_state = bool(modem_state)
+        self.sparse_reward = bool(sparse_reward)
         self.render_mode = "rgb_array"
 
         env_class = env_dict.ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[f"{name}-v3-goal-observable"]
@@ -171,6 +194,8 @@ class MetaWorldEnv(gym.Env):
         else:
             state_dim = self._env.observation_space.shape[0]
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(state_dim,), dtype=np.float32)
+        self.modem_state_space = (gym.spaces.Box(-np.inf, np.inf, shape=(MODEM_STATE_DIM,), dtype=np.float32)
+                                  if self.with_modem_state else None)
 
         self._first_episode_seed: int | None = int(seed)
         self._frames = FrameStack(self.frame_stack)
@@ -197,7 +222,8 @@ class MetaWorldEnv(gym.Env):
         self._needs_reset = False
         if self.obs_type == "pixels":
             self._frames.reset(self.render(), zero_fill=self.zero_fill_stack)
-        return self._observation(state), {}
+        info = {"modem_state": modem_state_of(state)} if self.with_modem_state else {}
+        return self._observation(state), info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """One agent step: the action repeated `action_repeat` simulator steps, rewards summed."""
@@ -212,11 +238,14 @@ class MetaWorldEnv(gym.Env):
             )
         action = action.astype(np.float32)
 
-        reward, success = 0.0, False
+        reward, success, last_success = 0.0, False, False
         for _ in range(self.action_repeat):
             state, inner_reward, _, _, inner_info = self._env.step(action)
             reward += float(inner_reward)
-            success = success or bool(inner_info["success"])
+            last_success = bool(inner_info["success"])
+            success = success or last_success
+        if self.sparse_reward:  # MoDem: the last simulator step's success - 1
+            reward = float(last_success) - 1.0
         self._steps += 1
         self._episode_success = self._episode_success or success
 
@@ -230,6 +259,8 @@ class MetaWorldEnv(gym.Env):
             "success": float(success),
             "episode_success": float(self._episode_success),
         }
+        if self.with_modem_state:
+            info["modem_state"] = modem_state_of(state)
         return self._observation(state), reward, False, truncated, info
 
     def render(self, size: int | None = None) -> np.ndarray:

@@ -1,8 +1,10 @@
-"""MoDem (Hansen et al. 2023; facebookresearch/modem settings) on DeepMind Control from pixels + state:
+"""MoDem (Hansen et al. 2023; facebookresearch/modem settings) on DeepMind Control, Meta-World and Adroit
+from pixels + a proprioceptive state:
 behaviour cloning on a few demos, seeding with the BC policy, then TD-MPC with demos oversampled.
 
     # 1. demos: pixax/<task>/demos-v0 under --root (data/demos.py), e.g. from a trained TD-MPC run
     python scripts/collect_demos.py --run runs/tdmpc/walker_walk/<timestamp> --episodes 5 --root demos
+    python scripts/collect_demos.py --scripted --task mw_assembly --episodes 5 --root demos  # Meta-World's experts
     # 2. train (the demos must have this run's image_size and action_repeat: MoDem's 224 and 2)
     python experiments/modem.py --config.task=walker_walk --config.demos_root=demos --config.seeds=0,1,2
     python experiments/modem.py --resume=runs/modem/walker_walk/<timestamp>
@@ -12,7 +14,10 @@ default pixax/<task>/demos-v0) and --config.demos_root (default: MINARI_DATASETS
 ~/.minari/datasets). Every `--config.agent.*` value defaults to MoDem's for the task's suite
 (agents/modem.py). The loop is core/modem_loop.py; results go to runs/modem/<task>/<timestamp>/, whose
 metrics.csv and eval.csv log agent steps (`step`, the paper's x axis) and environment steps (`frame`,
-S2's env_step). DeepMind Control only for now (Meta-World and Adroit are not wired into the loop).
+S2's env_step); eval.csv also logs `episode_success` (the latched success; Meta-World and Adroit learn from the
+sparse reward success - 1, agents/modem.py env_options_for_task).
+
+    python experiments/modem.py --config.task=mw_assembly --config.demos_root=demos --config.seeds=0,1,2
 """
 
 import functools

@@ -1,7 +1,9 @@
-"""Record MoDem demonstrations (spec §3.5, §3.7) from a trained pixax agent, or from a random policy.
+"""Record MoDem demonstrations (spec §3.5, §3.7) from a trained pixax agent, Meta-World's scripted policies,
+or a random policy.
 
     python scripts/collect_demos.py --run runs/tdmpc/quadruped_run/<timestamp> --episodes 5
     python scripts/collect_demos.py --run runs/drqv2/adroit_door/<timestamp> --episodes 5 --max-episodes 50
+    python scripts/collect_demos.py --scripted --task mw_assembly --episodes 5
     python scripts/collect_demos.py --random --task walker_walk --episodes 2 --image-size 64 --root /tmp/demos
 
 writes the demos dataset `pixax/<task>/demos-v0` (data/demos.py) under --root (MINARI_DATASETS_PATH
@@ -12,17 +14,22 @@ The policy. --run loads the run directory of any pixax agent that has `create` a
 config.json gives the agent, its Config, the task and the environment settings; its latest checkpoint
 (core/checkpoint.py, as the loops save it: {"agent": states stacked over the run's seeds, "replay": ...})
 gives the agent of --seed-index (only the agent is read). It acts in evaluation mode (deterministic
-actor, planner without exploration noise) at the checkpoint's agent step. --random acts uniformly in
-[-1, 1] (for tests).
+actor, planner without exploration noise) at the checkpoint's agent step. --scripted (Meta-World only) acts
+with the task's hand-written expert of the metaworld package (metaworld.policies.ENV_POLICY_MAP, e.g.
+SawyerAssemblyV3Policy for mw_assembly) on the 39-d state, plus N(0, --noise^2) action noise (spec §3.7:
+scripted policies + small noise, successful episodes kept). --random acts uniformly in [-1, 1] (for tests).
 
 Each recorded episode stores, for o_0 .. o_L, an RGB render of --image-size (MoDem: 224) from the task's
-camera, and the state vector: the environment's proprioceptive vector (info["proprio"], Adroit) where it
-has one, otherwise its full state observation (dm_control's flattened observation dict; Meta-World's
-39-d vector, which MoDem slices to hand + gripper, spec §3.2). A pixel-trained agent on such a task is fed
-by the environment it was trained with, and a states copy of the same task, reset with the same seed and
-stepped with the same actions, gives the state (its rewards must agree step by step).
+camera, and the state vector MoDem's loop reads (core/modem_loop.py): for Meta-World and Adroit MoDem's
+proprioceptive slice (info["modem_state"], agents/modem.py env_options_for_task: Meta-World 8-d hand +
+gripper, Adroit door 30-d / hammer 36-d / pen 27-d), recorded with MoDem's episode length (Meta-World 100
+agent steps; door / hammer / pen 100 / 125 / 50); for DMControl the full state observation (the flattened
+observation dict). A pixel-trained DMControl agent is fed by the environment it was trained with, and a
+states copy of the same task, reset with the same seed and stepped with the same actions, gives the state
+(its rewards must agree step by step).
 
-Rewards (--reward): "sparse" = per-step success - 1 (MoDem's learning reward for Meta-World and Adroit),
+Rewards (--reward): "sparse" = success - 1 (MoDem's learning reward for Meta-World and Adroit: the
+environment's sparse_reward option, from the last simulator step of each agent step, as the loop gets it),
 "dense" = the environment's reward (DMControl); "auto" picks sparse for Meta-World / Adroit.
 
 Which episodes. Up to --max-episodes episodes are played (environment seeds from --seed); an episode that
@@ -62,6 +69,7 @@ from data.datasets import datasets_root  # noqa: E402
 
 DEMO_STREAM = 2  # environment seeds: episode_seed(seed, DEMO_STREAM, i); training uses 0, evaluation 1
 SPARSE_REWARD_SUITES = ("metaworld", "adroit")  # MoDem learns from success - 1 there (spec §3.2)
+SCRIPTED_NOISE = 0.1  # std of the Gaussian action noise added to Meta-World's scripted policies (spec §3.7)
 REWARD_TYPES = ("auto", "dense", "sparse")
 RANDOM_ACTION_REPEAT = 2  # MoDem's action repeat in every suite
 ACT_PARAMETERS = ("state", "obs", "step", "key", "eval_mode")  # the off-policy loop's agent.act
@@ -215,12 +223,41 @@ def load_run_policy(run_dir: str, seed_index: int, action_repeat: Optional[int])
     return loop.task, Policy(act, description, loop.obs_type, settings)
 
 
+def scripted_policy(task: str, noise: float, seed: int) -> Callable[[np.ndarray, dict, int], np.ndarray]:
+    """Meta-World's scripted expert of `task` (metaworld.policies.ENV_POLICY_MAP) on the 39-d state observation,
+    plus N(0, noise^2) noise, clipped to [-1, 1]."""
+    from envs import metaworld as metaworld_env
+    from metaworld.policies import ENV_POLICY_MAP
+
+    expert = ENV_POLICY_MAP[f"{metaworld_env.resolve(task)}-v3"]()
+    rng = np.random.default_rng([seed, DEMO_STREAM])
+
+    def act(obs, info, t):
+        action = expert.get_action(np.asarray(obs, np.float64)) + noise * rng.standard_normal(4)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+    return act
+
+
+def modem_recording_options(task: str, sparse: bool) -> Dict[str, Any]:
+    """envs.make options that give MoDem's state (info["modem_state"]), episode length and, with `sparse`, its
+    reward for a Meta-World or Adroit task (agents/modem.py env_options_for_task, without the frame-stack fill,
+    which only the acting policy sees); {} for other suites."""
+    from agents import modem
+
+    if envs.suite_of(task) not in SPARSE_REWARD_SUITES:
+        return {}
+    options = modem.env_options_for_task(task)
+    options.pop("zero_fill_stack", None)
+    options["sparse_reward"] = sparse
+    return options
+
+
 # ---------------------------------------------------------------------------------------------- recording
 
 
 def _state_of(obs: np.ndarray, info: dict, source: str, state_env_obs: Optional[np.ndarray]) -> np.ndarray:
-    if source == "proprio":
-        return np.asarray(info["proprio"], np.float32)
+    if source in ("proprio", "modem_state"):
+        return np.asarray(info[source], np.float32)
     if source == "observation":
         return np.asarray(obs, np.float32)
     return np.asarray(state_env_obs, np.float32)
@@ -229,8 +266,9 @@ def _state_of(obs: np.ndarray, info: dict, source: str, state_env_obs: Optional[
 def record_episode(env, policy: Policy, *, seed: int, image_size: int, state_source: str, sparse: bool,
                    state_env=None) -> Optional[Dict[str, Any]]:
     """One episode as data/demos.py's dict (+ seed, return, episode_success), or None when it ends before the
-    environment's fixed length. state_source: "proprio", "observation" or "state_env" (a states copy of
-    the task stepped in lockstep)."""
+    environment's fixed length. state_source: "modem_state", "proprio", "observation" or "state_env" (a states
+    copy of the task stepped in lockstep). An environment with sparse_reward gives the sparse reward itself."""
+    env_sparse = bool(getattr(env, "sparse_reward", False))
     length = env.max_episode_steps
     obs, info = env.reset(seed=seed)
     state_obs = state_env.reset(seed=seed)[0] if state_env is not None else None
@@ -250,7 +288,7 @@ def record_episode(env, policy: Policy, *, seed: int, image_size: int, state_sou
         pixels.append(env.render(image_size))
         states.append(_state_of(obs, info, state_source, state_obs))
         actions.append(action)
-        rewards.append(step_success - 1.0 if sparse else float(reward))
+        rewards.append(step_success - 1.0 if sparse and not env_sparse else float(reward))
         success.append(step_success)
         if (terminated or truncated) and t < length - 1:
             return None
@@ -275,8 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="run directory of a trained pixax agent (runs/<agent>/<task>/<timestamp>)")
+    source.add_argument("--scripted", action="store_true",
+                        help="record Meta-World's scripted expert + --noise (needs --task mw_<name>)")
     source.add_argument("--random", action="store_true", help="record a uniform random policy (needs --task)")
-    parser.add_argument("--task", help="task of --random (a --run's task comes from its config.json)")
+    parser.add_argument("--task", help="task of --scripted / --random (a --run's task comes from its config.json)")
+    parser.add_argument("--noise", type=float, default=SCRIPTED_NOISE,
+                        help=f"std of the scripted policy's Gaussian action noise (default {SCRIPTED_NOISE})")
     parser.add_argument("--episodes", type=int, default=5, help="demos to write (MoDem: 5)")
     parser.add_argument("--max-episodes", type=int, default=None,
                         help="episodes to play at most (default 2 x --episodes)")
@@ -309,18 +351,28 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if max_episodes < args.episodes:
         parser.error(f"--max-episodes ({max_episodes}) must be at least --episodes ({args.episodes})")
 
-    if args.random:
+    if args.noise < 0:
+        parser.error(f"--noise must be >= 0, got {args.noise}")
+    if args.random or args.scripted:
+        flag = "--random" if args.random else "--scripted"
         if args.task is None:
-            parser.error("--random needs --task (e.g. --task walker_walk)")
+            parser.error(f"{flag} needs --task (e.g. --task {'walker_walk' if args.random else 'mw_assembly'})")
         if args.task not in envs.TASKS:
             parser.error(f"--task={args.task!r} is not a known task; valid tasks: {', '.join(envs.TASKS)}")
+        if args.scripted and envs.suite_of(args.task) != "metaworld":
+            parser.error(f"--scripted records Meta-World's scripted policies (mw_<name> tasks); {args.task!r} is a "
+                         f"{envs.suite_of(args.task)} task: record its demos from a trained run (--run)")
         task = args.task
         settings = dict(obs_type="states", action_repeat=args.action_repeat or RANDOM_ACTION_REPEAT)
-        probe = envs.make(task, seed=0, **settings)
-        action_dim = action_size(probe.action_space)
-        probe.close()
-        policy = Policy(random_policy(action_dim, args.seed), {"policy": "random", "seed": args.seed}, "states",
-                        settings)
+        if args.random:
+            probe = envs.make(task, seed=0, **settings)
+            action_dim = action_size(probe.action_space)
+            probe.close()
+            policy = Policy(random_policy(action_dim, args.seed), {"policy": "random", "seed": args.seed}, "states",
+                            settings)
+        else:
+            policy = Policy(scripted_policy(task, args.noise, args.seed),
+                            {"policy": "scripted", "noise": args.noise, "seed": args.seed}, "states", settings)
     else:
         if args.task is not None:
             parser.error("--task is read from the run's config.json; leave it out with --run")
@@ -329,16 +381,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         except RunError as error:
             parser.error(str(error))
 
-    env = envs.make(task, seed=args.seed, **policy.env_settings)
-    if getattr(env, "proprio_space", None) is not None:
+    sparse = (args.reward == "sparse"
+              or (args.reward == "auto" and envs.suite_of(task) in SPARSE_REWARD_SUITES))
+    env = envs.make(task, seed=args.seed, **{**policy.env_settings, **modem_recording_options(task, sparse)})
+    if getattr(env, "modem_state_space", None) is not None:
+        state_source, state_env = "modem_state", None
+    elif getattr(env, "proprio_space", None) is not None:
         state_source, state_env = "proprio", None
     elif policy.obs_type == "states":
         state_source, state_env = "observation", None
     else:
         state_source = "state_env"
         state_env = envs.make(task, seed=args.seed, **{**policy.env_settings, "obs_type": "states"})
-    sparse = (args.reward == "sparse"
-              or (args.reward == "auto" and envs.suite_of(task) in SPARSE_REWARD_SUITES))
     dataset_id = args.dataset_id or demo_data.dataset_id_for(task)
     existing = datasets_root(args.root) / dataset_id
     if existing.exists() and not args.overwrite:
