@@ -28,17 +28,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOUR_DEVICES = "--xla_force_host_platform_device_count=4"
-# Faster CPU compiles (LLVM at -O0, no fusion emitters); the HLO programs and their partitioning are the same.
-# Dropped where this XLA does not know the flags.
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+import multidevice  # tests/multidevice.py
+
 
 UPDATE_ATOL = 1e-4  # (a): one update, see the module docstring
 LOOP_ATOL = 1e-4  # (b): ~200 updates and the episodes they act in
@@ -49,13 +45,7 @@ AGENT_LAYOUTS = {"td3": ["1x2", "1x4", "2x1", "2x2"], "drqv2": ["2x2"], "drm": [
 
 def run_on_four_devices(args, cwd, timeout=600) -> list:
     """The JSON lines printed by `python args...` run with 4 forced CPU devices."""
-    for flags in (f"{FOUR_DEVICES} {FAST_COMPILE}", FOUR_DEVICES):
-        env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),
-                   PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
-        done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-        if "Unknown flag in XLA_FLAGS" not in done.stderr:
-            break
+    done = multidevice.run_python(args, devices=4, timeout=timeout, cwd=cwd)
     assert done.returncode == 0, done.stderr[-4000:]
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
@@ -65,7 +55,7 @@ def run_on_four_devices(args, cwd, timeout=600) -> list:
 @pytest.fixture(scope="module")
 def agent_results():
     args = ["mesh_check.py", *[f"{agent}={','.join(layouts)}" for agent, layouts in AGENT_LAYOUTS.items()]]
-    rows = run_on_four_devices(args, cwd=os.path.join(REPO, "tests"))
+    rows = run_on_four_devices(args, cwd=os.path.join(multidevice.REPO, "tests"))
     by_agent = {}
     for row in rows:
         by_agent.setdefault(row["agent"], []).append(row)
@@ -90,7 +80,7 @@ def test_update_on_a_mesh_equals_each_seed_on_one_device(agent_results, agent):
 @pytest.fixture(scope="module")
 def loop_results(tmp_path_factory):
     root = tmp_path_factory.mktemp("loops")
-    rows = run_on_four_devices([os.path.abspath(__file__), str(root)], cwd=REPO)
+    rows = run_on_four_devices([os.path.abspath(__file__), str(root)], cwd=multidevice.REPO)
     return {row["part"]: row for row in rows}
 
 

@@ -25,13 +25,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+import multidevice  # tests/multidevice.py
 
 from agents import prdc
 from core import offline
@@ -155,11 +156,7 @@ def dataset_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mesh_runs(dataset_root, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-               MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),
-               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), str(dataset_root), str(runs)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = multidevice.run_python([os.path.abspath(__file__), dataset_root, runs], devices=2, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

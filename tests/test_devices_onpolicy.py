@@ -16,7 +16,6 @@ import csv
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -26,12 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import multidevice  # tests/multidevice.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-5  # absolute, on every parameter, optimizer moment, metric and evaluation return
-# Compile-time settings of the subprocesses: XLA's cheaper CPU code generation (all programs of a part,
-# reference and mesh alike, get the same; the partitioning under test happens before it). A part then
-# compiles in ~60% of the time.
-FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TASK = "InvertedPendulum-v5"
 NUM_SEEDS = 2
 
@@ -39,12 +36,7 @@ NUM_SEEDS = 2
 def run_part(part: str) -> list[dict]:
     """This file as a script in a subprocess with four CPU devices (jax reads XLA_FLAGS when it starts,
     so the module-level import below sees them there); its JSON lines."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"),
-               XLA_FLAGS=" ".join((os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4",
-                                   FAST_COMPILE_FLAGS)).strip(),
-               PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), part], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = multidevice.run_python([os.path.abspath(__file__), part], devices=4, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, f"part {part!r} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 

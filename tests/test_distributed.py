@@ -25,6 +25,8 @@ import time
 
 import pytest
 
+import multidevice  # tests/multidevice.py
+
 from agents import td3bc
 from core import offline
 from test_devices_offline import assert_same_training, config, write_dataset
@@ -67,13 +69,7 @@ def free_port() -> int:
 
 
 def start(*args: str, devices: int = 1) -> subprocess.Popen:
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), JAX_PLATFORMS="cpu",
-               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
-    env.pop("XLA_FLAGS", None)
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return subprocess.Popen([sys.executable, os.path.abspath(__file__), *map(str, args)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return multidevice.start_python([os.path.abspath(__file__), *args], devices=devices, cwd=REPO)
 
 
 def finish(process: subprocess.Popen, timeout: float = 600) -> dict:
