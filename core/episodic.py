@@ -191,23 +191,33 @@ class EpisodicTrainer:
             actions[:, t], rewards[:, t] = action, reward
         return frames, actions, rewards, video
 
+    def eval_episode_extras(self) -> dict:
+        """Hook: per-seed values of the evaluation episode just collected, averaged into eval.csv columns
+        (MoDem: the latched success)."""
+        return {}
+
     def evaluate(self, logger: Logger) -> None:
+        """cfg.num_eval_episodes episodes of the planner in eval mode per seed; eval.csv gets their mean
+        return and the mean of each `eval_episode_extras` column."""
         cfg = self.cfg
-        returns = np.zeros(self.num_seeds)
+        returns, extras = np.zeros(self.num_seeds), {}
         frame = self.step * cfg.action_repeat
         for ep in range(cfg.num_eval_episodes):
             seeds = [episode_seed(s, EVAL_EPISODE, self.eval_count * cfg.num_eval_episodes + ep) for s in cfg.seeds]
             _, _, rewards, video = self.collect(self.eval_envs, seeds, step=self.step, eval_mode=True,
                                                 record=cfg.save_video and ep == 0)
             returns += rewards.sum(axis=1)
+            for name, values in self.eval_episode_extras().items():
+                extras[name] = extras.get(name, 0.0) + np.asarray(values, np.float64)
             for i, seed in enumerate(cfg.seeds):
                 if video[i]:
                     write_mp4(os.path.join(self.run_dir, "videos", f"frame{frame:09d}_seed{seed}.mp4"), video[i])
-        returns /= max(cfg.num_eval_episodes, 1)
+        episodes = max(cfg.num_eval_episodes, 1)
+        returns /= episodes
         for i, seed in enumerate(cfg.seeds):
-            logger.log_eval({"seed": seed, "step": self.step, "frame": frame,
-                             "episode_reward": returns[i], "episode_length": self.episode_steps,
-                             "wall_time": time.time() - self.start_time})
+            logger.log_eval({"seed": seed, "step": self.step, "frame": frame, "episode_reward": returns[i],
+                             **{name: total[i] / episodes for name, total in extras.items()},
+                             "episode_length": self.episode_steps, "wall_time": time.time() - self.start_time})
         self.eval_count += 1
         self.last_eval = float(returns.mean())
 

@@ -49,7 +49,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import time
 from typing import Any, Dict, Optional
 
 import jax
@@ -61,9 +60,7 @@ from core import devices
 from core import seeds as seeding
 from core.checkpoint import Checkpointer
 from core.episodic import PLAN_STREAM, UPDATE_STREAM, EpisodicTrainer
-from core.logging import Logger
-from core.offpolicy import EVAL_EPISODE, LoopConfig, action_size, check_finite, env_kwargs, episode_seed
-from core.video import write_mp4
+from core.offpolicy import LoopConfig, action_size, check_finite, env_kwargs
 from data import demos as demo_data
 from data import sequence_replay
 from data.datasets import datasets_root
@@ -249,29 +246,9 @@ class MoDemTrainer(EpisodicTrainer):
         self.last_episode_success = np.asarray(info.get("episode_success", np.zeros(n)), np.float64).reshape(n)
         return {"pixels": frames, "state": states}, actions, rewards, video
 
-    def evaluate(self, logger: Logger) -> None:
-        """EpisodicTrainer.evaluate (the planner in eval mode, the same episode seeds) plus `episode_success`:
-        the mean latched success of the evaluation episodes, per seed."""
-        cfg = self.cfg
-        returns, successes = np.zeros(self.num_seeds), np.zeros(self.num_seeds)
-        frame = self.step * cfg.action_repeat
-        for ep in range(cfg.num_eval_episodes):
-            seeds = [episode_seed(s, EVAL_EPISODE, self.eval_count * cfg.num_eval_episodes + ep) for s in cfg.seeds]
-            _, _, rewards, video = self.collect(self.eval_envs, seeds, step=self.step, eval_mode=True,
-                                                record=cfg.save_video and ep == 0)
-            returns += rewards.sum(axis=1)
-            successes += self.last_episode_success
-            for i, seed in enumerate(cfg.seeds):
-                if video[i]:
-                    write_mp4(os.path.join(self.run_dir, "videos", f"frame{frame:09d}_seed{seed}.mp4"), video[i])
-        episodes = max(cfg.num_eval_episodes, 1)
-        returns, successes = returns / episodes, successes / episodes
-        for i, seed in enumerate(cfg.seeds):
-            logger.log_eval({"seed": seed, "step": self.step, "frame": frame,
-                             "episode_reward": returns[i], "episode_success": successes[i],
-                             "episode_length": self.episode_steps, "wall_time": time.time() - self.start_time})
-        self.eval_count += 1
-        self.last_eval = float(returns.mean())
+    def eval_episode_extras(self) -> dict:
+        """eval.csv's `episode_success`: the latched success of each evaluation episode (0 on DMC)."""
+        return {"episode_success": self.last_episode_success}
 
     # ----------------------------------------------------------------------------- checkpoints
     def _tree(self) -> Dict[str, Any]:

@@ -89,7 +89,6 @@ import json
 import os
 import pathlib
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -343,7 +342,7 @@ class PixaxSide:
         return {name: float(value) for name, value in jax.device_get(self.metrics).items()}
 
 
-class OfficialSide:
+class OfficialSide(tables.DriverProcess):
     """The official agent in a --python subprocess (OFFICIAL_DRIVER): it sets up on start and then runs one
     command at a time, so it is idle while another side is timed."""
 
@@ -351,9 +350,6 @@ class OfficialSide:
                  torch_threads: int):
         official_dir = checked_official_dir(name, getattr(args, f"{name}_dir"))
         self.threads = torch_threads
-        self.scratch = tempfile.TemporaryDirectory(prefix=f"{name}_official_bench_")
-        scratch = pathlib.Path(self.scratch.name)
-        (scratch / "driver.py").write_text(OFFICIAL_DRIVER)
         channels = 3 * config.frame_stack
         params = {"official_dir": str(official_dir), "agent_file": OFFICIAL[name]["file"],
                   "agent_class": OFFICIAL[name]["class"], "stand_in_modules": OFFICIAL[name]["stand_in_modules"],
@@ -361,48 +357,13 @@ class OfficialSide:
                   "obs_shape": [channels, config.image_size, config.image_size], "action_dim": action_dim,
                   "batch": str(batch_file), "step": args.step, "seed": args.seed, "device": args.device,
                   "torch_threads": torch_threads, "warmup": args.warmup}
-        (scratch / "params.json").write_text(json.dumps(params))
-        self.stderr = open(scratch / "stderr.txt", "w+")
-        self.process = subprocess.Popen([args.python, str(scratch / "driver.py"), str(scratch / "params.json")],
-                                        cwd=scratch, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.stderr, text=True)
-        self.setup = self._answer()
-
-    def _answer(self) -> Dict[str, Any]:
-        line = self.process.stdout.readline()
-        if not line:
-            self.process.wait()
-            self.stderr.seek(0)
-            raise SystemExit(f"the official driver failed (exit {self.process.returncode}):\n"
-                             f"{self.stderr.read()[-3000:]}")
-        return json.loads(line)
-
-    def _command(self, text: str) -> Dict[str, Any]:
-        self.process.stdin.write(text + "\n")
-        self.process.stdin.flush()
-        return self._answer()
+        super().__init__(args.python, OFFICIAL_DRIVER, params, prefix=f"{name}_official_bench_")
 
     def update_round(self, count: int) -> Dict[str, Any]:
-        return self._command(f"update {count}")
+        return self.command(f"update {count}")
 
     def act_round(self, count: int) -> Dict[str, Any]:
-        return self._command(f"act {count}")
-
-    def finish(self) -> Dict[str, Any]:
-        result = self._command("finish")
-        self.process.stdin.close()
-        self.process.wait()
-        self.stderr.close()
-        self.scratch.cleanup()
-        return result
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        if not self.stderr.closed:
-            self.stderr.close()
-        self.scratch.cleanup()
+        return self.command(f"act {count}")
 
 
 # ----------------------------------------------------------------------------------------------

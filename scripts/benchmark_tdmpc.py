@@ -79,7 +79,6 @@ import math
 import os
 import pathlib
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -494,58 +493,23 @@ def checked_official_dir(folder: str) -> pathlib.Path:
     return official_dir
 
 
-class OfficialSide:
+class OfficialSide(tables.DriverProcess):
     """The official code in a --python subprocess (OFFICIAL_DRIVER): it sets up on start and then runs
     one command at a time, so it is idle while pixax is timed."""
 
     def __init__(self, task: str, start_step: int, args: argparse.Namespace, torch_threads: int):
         official_dir = checked_official_dir(args.official_dir)
         self.name = f"official ({torch_threads} thr)"
-        self.scratch = tempfile.TemporaryDirectory(prefix="tdmpc_official_bench_")
-        scratch = pathlib.Path(self.scratch.name)
-        (scratch / "driver.py").write_text(OFFICIAL_DRIVER)
         params = {"official_dir": str(official_dir), "task": official_task_name(task), "seed": args.seed,
                   "device": args.device, "torch_threads": torch_threads, "seed_episodes": args.seed_episodes,
                   "start_step": start_step, "warmup_updates": WARMUP_UPDATES, "config_keys": sorted(SAME_SETTINGS)}
-        (scratch / "params.json").write_text(json.dumps(params))
-        self.stderr = open(scratch / "stderr.txt", "w+")
-        self.process = subprocess.Popen([args.python, str(scratch / "driver.py"), str(scratch / "params.json")],
-                                        cwd=scratch, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.stderr, text=True)
-        self.setup = self._answer()
-
-    def _answer(self) -> Dict[str, Any]:
-        line = self.process.stdout.readline()
-        if not line:
-            self.process.wait()
-            self.stderr.seek(0)
-            raise SystemExit(f"the official driver failed (exit {self.process.returncode}):\n"
-                             f"{self.stderr.read()[-3000:]}")
-        return json.loads(line)
-
-    def _command(self, text: str) -> Dict[str, Any]:
-        self.process.stdin.write(text + "\n")
-        self.process.stdin.flush()
-        return self._answer()
+        super().__init__(args.python, OFFICIAL_DRIVER, params, prefix="tdmpc_official_bench_")
 
     def collect(self, step: int) -> Dict[str, Any]:
-        return self._command(f"collect {step}")
+        return self.command(f"collect {step}")
 
     def update(self, step: int) -> Dict[str, Any]:
-        return self._command(f"update {step}")
-
-    def finish(self) -> Dict[str, Any]:
-        result = self._command("finish")
-        self.process.stdin.close()
-        self.process.wait()
-        self.stderr.close()
-        self.scratch.cleanup()
-        return result
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        return self.command(f"update {step}")
 
 
 # ----------------------------------------------------------------------------------------------

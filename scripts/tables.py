@@ -1,7 +1,12 @@
-"""What the benchmark scripts share: markdown tables of their results, the --torch-threads flag."""
+"""What the benchmark scripts share: markdown tables of their results, the --torch-threads flag, the process
+that drives an official implementation."""
 
 from __future__ import annotations
 
+import json
+import pathlib
+import subprocess
+import tempfile
 from typing import Sequence
 
 
@@ -28,3 +33,51 @@ def torch_thread_counts(parser, text: str) -> list:
     if min(counts) < 1:
         parser.error(f"--torch-threads must be >= 1 each, got {counts}")
     return counts
+
+
+class DriverProcess:
+    """An official implementation driven in its own interpreter (`python`, e.g. one that has torch):
+    `driver_source` is written to a scratch folder beside params.json and started there. The driver
+    answers one JSON line when it is set up (`self.setup`) and one per command line sent to it, so it is
+    idle while the other side is timed."""
+
+    def __init__(self, python: str, driver_source: str, params: dict, prefix: str):
+        self.scratch = tempfile.TemporaryDirectory(prefix=prefix)
+        scratch = pathlib.Path(self.scratch.name)
+        (scratch / "driver.py").write_text(driver_source)
+        (scratch / "params.json").write_text(json.dumps(params))
+        self.stderr = open(scratch / "stderr.txt", "w+")
+        self.process = subprocess.Popen([python, str(scratch / "driver.py"), str(scratch / "params.json")],
+                                        cwd=scratch, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.stderr, text=True)
+        self.setup = self._answer()
+
+    def _answer(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            self.stderr.seek(0)
+            raise SystemExit(f"the official driver failed (exit {self.process.returncode}):\n"
+                             f"{self.stderr.read()[-3000:]}")
+        return json.loads(line)
+
+    def command(self, text: str) -> dict:
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def finish(self) -> dict:
+        result = self.command("finish")
+        self.process.stdin.close()
+        self.process.wait()
+        self.stderr.close()
+        self.scratch.cleanup()
+        return result
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if not self.stderr.closed:
+            self.stderr.close()
+        self.scratch.cleanup()
