@@ -554,10 +554,7 @@ def check_step(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
-    if args.device == "cpu":
-        jax.config.update("jax_platforms", "cpu")
-    elif jax.default_backend() != "gpu":
-        raise SystemExit(f"--device cuda: JAX's backend is {jax.default_backend()!r}; install a CUDA build of jax")
+    tables.select_jax_device(args.device)
     if not args.skip_official:  # fail before any work
         for name in args.agents:
             checked_official_dir(name, getattr(args, f"{name}_dir"))

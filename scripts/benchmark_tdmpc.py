@@ -578,10 +578,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
-    if args.device == "cpu":
-        jax.config.update("jax_platforms", "cpu")
-    elif jax.default_backend() != "gpu":
-        raise SystemExit(f"--device cuda: JAX's backend is {jax.default_backend()!r}; install a CUDA build of jax")
+    tables.select_jax_device(args.device)
     from agents import tdmpc
 
     if not args.skip_official:  # fail before any work

@@ -81,3 +81,13 @@ class DriverProcess:
         if not self.stderr.closed:
             self.stderr.close()
         self.scratch.cleanup()
+
+
+def select_jax_device(device: str) -> None:
+    """--device cpu|cuda of the side-by-side benchmarks: JAX on the CPU, or stop unless JAX has a GPU."""
+    import jax
+
+    if device == "cpu":
+        jax.config.update("jax_platforms", "cpu")
+    elif jax.default_backend() != "gpu":
+        raise SystemExit(f"--device cuda: JAX's backend is {jax.default_backend()!r}; install a CUDA build of jax")
