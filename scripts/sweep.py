@@ -488,10 +488,29 @@ class SlurmOptions:
     array_parallelism: int = 256  # tasks of the array running at once
 
 
+def import_submitit():
+    """submitit, imported without its logging setup: at import it calls logging.config.dictConfig, which
+    closes every logging handler already installed (a caller's, pytest's), so its own logger gets a
+    handler here instead."""
+    import logging
+    import os
+
+    os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
+    import submitit
+
+    logger = logging.getLogger("submitit")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s %(levelname)s (%(asctime)s) - %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return submitit
+
+
 def submit_slurm(jobs: Sequence[Job], sweep_dir: str | Path, options: SlurmOptions, cluster: str = "slurm") -> list:
     """Submits the jobs as one SLURM array (submitit's AutoExecutor.map_array); returns submitit's jobs.
     cluster="debug" runs the same submissions in this process (submitit's DebugExecutor)."""
-    import submitit
+    submitit = import_submitit()
 
     sweep_dir = Path(sweep_dir).resolve()
     executor = submitit.AutoExecutor(folder=sweep_dir / "slurm" / "%j", cluster=cluster)
@@ -499,7 +518,11 @@ def submit_slurm(jobs: Sequence[Job], sweep_dir: str | Path, options: SlurmOptio
                                gpus_per_node=options.gpus_per_node, cpus_per_task=options.cpus_per_task,
                                mem_gb=options.mem_gb, slurm_partition=options.partition,
                                slurm_array_parallelism=options.array_parallelism)
-    return executor.map_array(slurm_task, [list(job.command) for job in jobs], [job.log for job in jobs])
+    # The task by reference to the installed module (also when this file runs as __main__), which the nodes import.
+    import importlib
+
+    task = importlib.import_module("scripts.sweep").slurm_task
+    return executor.map_array(task, [list(job.command) for job in jobs], [job.log for job in jobs])
 
 
 # ----------------------------------------------------------------------------------------- aggregation

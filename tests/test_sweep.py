@@ -188,18 +188,23 @@ def run_array_task(folder: str, task: int) -> int:
                           capture_output=True, timeout=60).returncode
 
 
-def test_slurm_launcher_submits_one_array(tmp_path, monkeypatch, capsys):
-    import submitit
+def with_fake_slurm(bin_dir: Path) -> dict:
+    """os.environ with the fake sbatch / srun first on PATH. The submissions run in subprocesses: submitit
+    is imported there, away from this pytest worker's logging and capture."""
+    return dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
+
+def test_slurm_launcher_submits_one_array(tmp_path):
     write_fake_slurm(tmp_path / "bin")
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    env = with_fake_slurm(tmp_path / "bin")
     sweep_dir = tmp_path / "s"
-    code = sweep.main(["--agents", "ppo", "--tasks", "InvertedPendulum-v5", "--seeds", "0-3", "--seeds-per-job", "2",
-                       "--grid", "agent.lr=1e-3,3e-4", "--dir", str(sweep_dir), "--launcher", "slurm",
-                       "--slurm-partition", "gpu", "--timeout-min", "90", "--gpus-per-node", "1",
-                       "--cpus-per-task", "4", "--array-parallelism", "2"])
-    assert code == 0
-    assert "submitted 4 task(s) as SLURM array 4242" in capsys.readouterr().out
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep.py"), "--agents", "ppo", "--tasks",
+                           "InvertedPendulum-v5", "--seeds", "0-3", "--seeds-per-job", "2", "--grid",
+                           "agent.lr=1e-3,3e-4", "--dir", str(sweep_dir), "--launcher", "slurm", "--slurm-partition",
+                           "gpu", "--timeout-min", "90", "--gpus-per-node", "1", "--cpus-per-task", "4",
+                           "--array-parallelism", "2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "submitted 4 task(s) as SLURM array 4242" in done.stdout
     script = (tmp_path / "bin" / "submitted.sh").read_text()
     for line in ("#SBATCH --array=0-3%2", "#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --gpus-per-node=1",
                  "#SBATCH --cpus-per-task=4", "#SBATCH --job-name=pixax-s"):
@@ -209,23 +214,27 @@ def test_slurm_launcher_submits_one_array(tmp_path, monkeypatch, capsys):
     task_ids = json.loads((sweep_dir / "slurm.json").read_text())
     assert task_ids == {job["name"]: f"4242_{i}" for i, job in enumerate(jobs)}
     for i, job in enumerate(jobs):  # array task i runs job i's command, logging to job i's log
-        submitted = submitit.core.utils.DelayedSubmission.load(sweep_dir / "slurm" / f"4242_{i}" /
-                                                                f"4242_{i}_submitted.pkl")
-        assert submitted.function is sweep.slurm_task
-        assert submitted.args == (job["command"], job["log"])
+        with open(sweep_dir / "slurm" / f"4242_{i}" / f"4242_{i}_submitted.pkl", "rb") as f:
+            submitted = pickle.load(f)  # a submitit DelayedSubmission
+        assert submitted.function is sweep.slurm_task  # pickled by reference to the installed module
+        assert tuple(submitted.args) == (list(job["command"]), job["log"])
 
     # What the nodes do, on cheap commands: task 0 succeeds, task 1 fails and says where its log is.
-    monkeypatch.undo()
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    cheap = [cheap_job(tmp_path / "c", "ok", 0), cheap_job(tmp_path / "c", "bad", 1)]
-    sweep.submit_slurm(cheap, tmp_path / "c", sweep.SlurmOptions())
+    done = subprocess.run([sys.executable, __file__, "submit-cheap", str(tmp_path / "c")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     folder = str(tmp_path / "c" / "slurm" / "%j")
     assert [run_array_task(folder, task) for task in (0, 1)] == [0, 1]  # SLURM sees task 1 fail
     outcome = [pickle.loads((tmp_path / "c" / "slurm" / f"4242_{t}" / f"4242_{t}_0_result.pkl").read_bytes())
                for t in (0, 1)]
     assert outcome[0] == ("success", 0)
+    cheap = cheap_jobs(tmp_path / "c")
     assert outcome[1][0] == "error" and "exit code 1" in outcome[1][1] and cheap[1].log in outcome[1][1]
     assert "hello from ok" in Path(cheap[0].log).read_text() and "hello from bad" in Path(cheap[1].log).read_text()
+
+
+def cheap_jobs(folder: Path) -> list:
+    return [cheap_job(folder, "ok", 0), cheap_job(folder, "bad", 1)]
 
 
 # ----------------------------------------------------------------------------------------- aggregation
@@ -373,3 +382,8 @@ def test_a_tiny_grid_runs_locally_end_to_end(tmp_path, monkeypatch, capsys):
         assert ticks == pytest.approx([summary["aggregates"][arm][metric][0] for arm in arms])
     for name in ("aggregates.png", "performance_profile.png"):
         assert (tmp_path / "out" / name).read_bytes()[:8] == PNG_MAGIC
+
+
+if __name__ == "__main__":  # test_slurm_launcher_submits_one_array's submission of the cheap jobs
+    assert sys.argv[1] == "submit-cheap"
+    sweep.submit_slurm(cheap_jobs(Path(sys.argv[2])), Path(sys.argv[2]), sweep.SlurmOptions())
