@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import batches  # tests/batches.py
+
 import multidevice  # tests/multidevice.py
 
 from agents import prdc
@@ -48,15 +50,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_dataset(root) -> None:
-    """A small random-action dataset of whole episodes (145 transitions)."""
-    rng = np.random.default_rng(0)
-    episodes = []
-    for length, end in ((30, "termination"), (40, "truncation"), (25, "termination"), (50, "truncation")):
-        last = np.arange(length) == length - 1
-        episodes.append({"observations": rng.normal(0, 0.2, (length + 1, 4)).astype(np.float32),
-                         "actions": rng.uniform(-1, 1, (length, 1)).astype(np.float32),
-                         "rewards": rng.uniform(0, 1, length).astype(np.float32),
-                         "terminations": last & (end == "termination"), "truncations": last & (end == "truncation")})
+    """A small random-action dataset of whole episodes (145 transitions, uniform rewards)."""
+    episodes = batches.offline_episodes(uniform_rewards=True)
     datasets.write_minari(DATASET, episodes, env_spec_or_task=TASK, root=root,
                           metadata={"random_return": 5.0, "expert_return": 1000.0, "recipe": {"policy": "uniform"}})
 

@@ -9,6 +9,8 @@ import jax
 import numpy as np
 import pytest
 
+import batches  # tests/batches.py
+
 from agents import prdc
 from core import offline
 from core.checkpoint import Checkpointer
@@ -22,14 +24,7 @@ UPDATES, CHUNK, CHECKPOINT_EVERY = 400, 100, 200
 @pytest.fixture(scope="module")
 def dataset_root(tmp_path_factory):
     """A small random-action dataset of whole episodes (terminations and time-limit truncations)."""
-    rng = np.random.default_rng(0)
-    episodes = []
-    for length, end in ((30, "termination"), (40, "truncation"), (25, "termination"), (50, "truncation")):
-        last = np.arange(length) == length - 1
-        episodes.append({"observations": rng.normal(0, 0.2, (length + 1, 4)).astype(np.float32),
-                         "actions": rng.uniform(-1, 1, (length, 1)).astype(np.float32),
-                         "rewards": np.ones(length, np.float32),
-                         "terminations": last & (end == "termination"), "truncations": last & (end == "truncation")})
+    episodes = batches.offline_episodes()
     root = tmp_path_factory.mktemp("datasets")
     datasets.write_minari(DATASET, episodes, env_spec_or_task=TASK, root=root,
                           metadata={"random_return": 5.0, "expert_return": 1000.0, "recipe": {"policy": "uniform"}})
