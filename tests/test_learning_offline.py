@@ -30,6 +30,9 @@ from core import offline
 from data import datasets
 from scripts import make_dataset
 
+# Minutes of training each: run with XLA's optimizing compiler (tests/conftest.py).
+pytestmark = pytest.mark.optimized
+
 TASK = "InvertedPendulum-v5"
 DATASET = "pixax/invertedpendulum/expert-v0"
 SEED = 0

@@ -28,6 +28,9 @@ import pytest
 from agents import ppo, props
 from core import onpolicy
 
+# Minutes of training each: run with XLA's optimizing compiler (tests/conftest.py).
+pytestmark = pytest.mark.optimized
+
 TASK = "InvertedPendulum-v5"
 FRAMES = 30_720
 THRESHOLD_MEAN, THRESHOLD_EACH = 500.0, 200.0

@@ -22,6 +22,9 @@ from agents import tdmpc
 from core.episodic import EpisodicTrainer
 from core.offpolicy import LoopConfig
 
+# Minutes of training each: run with XLA's optimizing compiler (tests/conftest.py).
+pytestmark = pytest.mark.optimized
+
 TASK = "cartpole_balance"
 FRAMES = 24_000
 THRESHOLD = 850.0
