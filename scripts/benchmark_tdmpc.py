@@ -113,7 +113,12 @@ SAME_SETTINGS = {
 # module docstring, builds the official config, environment, agent and replay, runs the seed phase and the
 # warm-up, then answers the parent's commands one JSON line each on its stdout ("collect STEP": one episode
 # of the train.py loop body, added to the buffer; "update STEP": its L updates; "finish": last facts).
-OFFICIAL_DRIVER = r'''
+# DRIVER_START and DRIVER_COMMANDS are shared with scripts/benchmark_modem.py (MoDem is built on this code):
+# DRIVER_START reads params (official_dir, code_folder: where the official modules are under it, device,
+# torch_threads), installs the shims and defines check_official, synchronize, time_env_steps, answer and
+# torch_facts; DRIVER_COMMANDS answers the commands with the driver's collect, update_round(step, n) and
+# timed_updates (the updates of one "update" command).
+DRIVER_START = r'''
 import json, os, pathlib, random, sys, time, types
 os.environ["MKL_SERVICE_FORCE_INTEL"] = "1"  # as train.py
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -123,7 +128,7 @@ import numpy as np
 
 params = json.load(open(sys.argv[1]))
 official_dir = os.path.realpath(params["official_dir"])
-sys.path.insert(0, os.path.join(official_dir, "src"))
+sys.path.insert(0, os.path.join(official_dir, params["code_folder"]))
 import torch
 
 torch.set_num_threads(params["torch_threads"])
@@ -163,16 +168,67 @@ if device == "cpu":
 elif not torch.cuda.is_available():
     raise SystemExit(f"--device cuda, but torch {torch.__version__} sees no CUDA device")
 
+
+def check_official(names):
+    for name in names:
+        where = os.path.realpath(sys.modules[name].__file__)
+        if not where.startswith(official_dir + os.sep):
+            raise SystemExit(f"module {name} came from {where}, not from --official-dir {official_dir}")
+
+
+def synchronize():
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+timers = {"plan": 0.0, "env": 0.0}
+
+
+def time_env_steps(env):
+    env_step = env.step
+
+    def timed_env_step(action):
+        start = time.perf_counter()
+        out = env_step(action)
+        timers["env"] += time.perf_counter() - start
+        return out
+
+    env.step = timed_env_step  # an instance attribute shadows the method
+
+
+def answer(record):
+    answers.write(json.dumps(record) + "\n")
+    answers.flush()
+
+
+def torch_facts(agent):
+    return {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(), "device": str(agent.device),
+            "model_device": str(next(agent.model.parameters()).device)}
+'''
+
+DRIVER_COMMANDS = r'''
+for line in sys.stdin:
+    command, *argument = line.split()
+    if command == "collect":
+        answer(collect(int(argument[0])))
+    elif command == "update":
+        answer(update_round(int(argument[0]), timed_updates))
+    elif command == "finish":
+        answer({"last_metrics": metrics, "std_floor": float(agent.std)})
+        break
+    else:
+        raise SystemExit(f"unknown command {line!r}")
+'''
+
+OFFICIAL_DRIVER = DRIVER_START + r'''
 from cfg import parse_cfg
 from env import make_env
 from algorithm.tdmpc import TDMPC
 import algorithm.helper as h
 from algorithm.helper import Episode, ReplayBuffer
 
-for name in ("cfg", "env", "algorithm.tdmpc", "algorithm.helper"):
-    where = os.path.realpath(sys.modules[name].__file__)
-    if not where.startswith(official_dir + os.sep):
-        raise SystemExit(f"module {name} came from {where}, not from --official-dir {official_dir}")
+check_official(("cfg", "env", "algorithm.tdmpc", "algorithm.helper"))
 
 sys.argv = ["train.py", f"task={params['task']}", "modality=state", f"seed={params['seed']}"]
 cfg = parse_cfg(pathlib.Path(official_dir) / "cfgs")
@@ -191,25 +247,7 @@ env, agent, buffer = make_env(cfg), TDMPC(cfg), ReplayBuffer(cfg)
 if device == "cpu":
     agent.device = torch.device("cpu")
     shims.append("agent.device = cpu")
-
-
-def synchronize():
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-timers = {"plan": 0.0, "env": 0.0}
-env_step = env.step
-
-
-def timed_env_step(action):
-    start = time.perf_counter()
-    out = env_step(action)
-    timers["env"] += time.perf_counter() - start
-    return out
-
-
-env.step = timed_env_step  # an instance attribute shadows the method
+time_env_steps(env)
 
 
 def collect(step):
@@ -244,12 +282,8 @@ def update_round(step, num_updates):
     return {"seconds": time.perf_counter() - start, "updates": num_updates}
 
 
-def answer(record):
-    answers.write(json.dumps(record) + "\n")
-    answers.flush()
-
-
 L = cfg.episode_length
+timed_updates = L
 setup_start = time.perf_counter()
 for e in range(params["seed_episodes"]):
     collect(e * L)  # step < seed_steps: uniform random actions
@@ -265,22 +299,8 @@ config.update(episode_length=int(cfg.episode_length), seed_steps=int(cfg.seed_st
               capacity=int(buffer.capacity), obs_shape=list(cfg.obs_shape), action_dim=int(cfg.action_dim))
 answer({"setup_seconds": time.perf_counter() - setup_start, "config": config, "shims": shims,
         "planning_horizon": int(min(cfg.horizon, h.linear_schedule(cfg.horizon_schedule, start_step))),
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(), "device": str(agent.device),
-        "model_device": str(next(agent.model.parameters()).device)})
-
-for line in sys.stdin:
-    command, *argument = line.split()
-    if command == "collect":
-        answer(collect(int(argument[0])))
-    elif command == "update":
-        answer(update_round(int(argument[0]), L))
-    elif command == "finish":
-        answer({"last_metrics": metrics, "std_floor": float(agent.std)})
-        break
-    else:
-        raise SystemExit(f"unknown command {line!r}")
-'''
+        **torch_facts(agent)})
+''' + DRIVER_COMMANDS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,10 +332,11 @@ def timed_start_step(config, episode_length: int) -> int:
     return step
 
 
-def compare_configs(pixax_config, pixax_loop, episode_length: int, official: Dict[str, Any]) -> List[str]:
-    """The settings on which the two sides differ, as 'name: pixax X vs official Y' lines."""
+def compare_settings(pixax_config, official: Dict[str, Any], settings: Dict[str, str]) -> List[str]:
+    """'field: pixax X vs official Y' for each official cfg key -> pixax Config field of `settings` whose
+    values differ (strings compared without spaces, numbers with a relative tolerance of 1e-9)."""
     differences = []
-    for official_key, field in SAME_SETTINGS.items():
+    for official_key, field in settings.items():
         mine, theirs = getattr(pixax_config, field), official[official_key]
         if isinstance(mine, str):
             same = mine.replace(" ", "") == str(theirs).replace(" ", "")
@@ -323,13 +344,22 @@ def compare_configs(pixax_config, pixax_loop, episode_length: int, official: Dic
             same = math.isclose(float(mine), float(theirs), rel_tol=1e-9)
         if not same:
             differences.append(f"{field}: pixax {mine!r} vs official {theirs!r}")
+    return differences
+
+
+def compare_configs(pixax_config, pixax_loop, episode_length: int, official: Dict[str, Any]) -> List[str]:
+    """The settings on which the two sides differ, as 'name: pixax X vs official Y' lines."""
+    differences = compare_settings(pixax_config, official, SAME_SETTINGS)
     pairs = {"episode_length": (episode_length, official["episode_length"]),
              "replay capacity (agent steps)": (pixax_loop.replay_capacity, official["capacity"]),
              "seed_steps": (pixax_config.num_seed_frames // pixax_config.action_repeat, official["seed_steps"])}
-    for name, (mine, theirs) in pairs.items():
-        if int(mine) != int(theirs):
-            differences.append(f"{name}: pixax {mine} vs official {theirs}")
-    return differences
+    return differences + differing_pairs(pairs)
+
+
+def differing_pairs(pairs: Dict[str, Any]) -> List[str]:
+    """'name: pixax X vs official Y' for each name -> (pixax value, official value) whose ints differ."""
+    return [f"{name}: pixax {mine} vs official {theirs}" for name, (mine, theirs) in pairs.items()
+            if int(mine) != int(theirs)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,34 +409,42 @@ def precompile_updates(trainer, num_updates: int) -> str:
 
 class PixaxSide:
     """pixax's TD-MPC through core/episodic.EpisodicTrainer: setup (seed phase + warm-up), then
-    collect(step) and update(step), each timed, as EpisodicTrainer.train's loop body."""
+    collect(step) and update(step), each timed, as EpisodicTrainer.train's loop body.
+    scripts/benchmark_modem.py's MoDem side is a subclass: it replaces the class attributes and the hooks
+    `configure`, `build_trainer`, `timed_updates`, `precompile` and `plan_input`."""
 
     name = "pixax"
+    agent_name = "tdmpc"  # agents/<agent_name>.py
+    obs_type = "states"
 
     def __init__(self, task: str, args: argparse.Namespace):
+        import importlib
+
         import jax.numpy as jnp
         from absl import logging as absl_logging
 
         from agents import tdmpc
         from core import launch
-        from core.episodic import EpisodicTrainer
         from core.offpolicy import TRAIN_EPISODE, episode_seed
 
         absl_logging.set_verbosity(absl_logging.WARNING)
         self.jnp, self.tdmpc, self.episode_seed, self.train_stream = jnp, tdmpc, episode_seed, TRAIN_EPISODE
-        launcher = launch.base_config(tdmpc.Config, task=task, obs="states")
+        self.agent = importlib.import_module(f"agents.{self.agent_name}")
+        launcher = launch.base_config(self.agent.Config, task=task, obs=self.obs_type)
         launcher.seeds = str(args.seed)
         launcher.progress = False
         launcher.save_video = False
         launcher.async_envs = "false"  # one seed: its environment in this process, as the official code
-        self.agent_config, self.loop = launch.resolve(tdmpc, launcher)
+        self.configure(launcher, args)
+        self.agent_config, self.loop = launch.resolve(self.agent, launcher)
 
         self.compile_seconds = 0.0
         jax.monitoring.register_event_duration_secs_listener(self._on_duration)
-        self.run_dir = tempfile.TemporaryDirectory(prefix="pixax_tdmpc_bench_")
+        self.run_dir = tempfile.TemporaryDirectory(prefix=f"pixax_{self.agent_name}_bench_")
         setup_start = time.perf_counter()
-        self.trainer = trainer = EpisodicTrainer(tdmpc, self.agent_config, self.loop, self.run_dir.name)
+        self.trainer = trainer = self.build_trainer(args)
         self.episode_length = trainer.episode_steps
+        self.num_updates = self.timed_updates(args)
         self.start_step = timed_start_step(self.agent_config, self.episode_length)
         self.timers = {"plan": 0.0, "env": 0.0}
         self._plan, self._env_step = trainer.plan, trainer.train_envs.step
@@ -414,11 +452,11 @@ class PixaxSide:
         trainer.train_envs.step = self._timed_env_step
 
         for e in range(args.seed_episodes):
-            self.collect(e * self.episode_length)  # step < seed_steps: uniform random actions
+            self.collect(e * self.episode_length)  # step < seed_steps: the seed phase's actions
         trainer.step = self.start_step
-        self.update_warmup = precompile_updates(trainer, self.episode_length)
+        self.update_warmup = self.precompile(trainer, self.num_updates)
         seeds = [episode_seed(s, TRAIN_EPISODE, 10**6) for s in self.loop.seeds]
-        obs, _ = trainer.train_envs.reset(seed=seeds)
+        obs = self.plan_input(*trainer.train_envs.reset(seed=seeds))
         mean = jnp.zeros((len(self.loop.seeds), self.agent_config.horizon, trainer.action_dim), jnp.float32)
         for t in range(2):  # compiles the horizon-H planner
             _, mean = self._plan(obs, mean, step=self.start_step, t=t, eval_mode=False)
@@ -427,6 +465,26 @@ class PixaxSide:
                       "planning_horizon": tdmpc.planning_horizon(self.agent_config, self.start_step),
                       "seed_strategy": trainer.strategy, "update_warmup": self.update_warmup}
         self.metrics = {}
+
+    # hooks of the subclasses
+    def configure(self, launcher, args: argparse.Namespace) -> None:
+        """Sets launcher flags before launch.resolve (TD-MPC: the official state defaults, none)."""
+
+    def build_trainer(self, args: argparse.Namespace):
+        from core.episodic import EpisodicTrainer
+
+        return EpisodicTrainer(self.agent, self.agent_config, self.loop, self.run_dir.name)
+
+    def timed_updates(self, args: argparse.Namespace) -> int:
+        """Updates per timed round: the episode length (the official schedule)."""
+        return self.episode_length
+
+    def precompile(self, trainer, num_updates: int) -> str:
+        return precompile_updates(trainer, num_updates)
+
+    def plan_input(self, obs, info):
+        """What trainer.plan takes for a reset's (obs, info)."""
+        return obs
 
     def _on_duration(self, event: str, duration: float, **_) -> None:
         if event in COMPILE_EVENTS:
@@ -446,14 +504,14 @@ class PixaxSide:
 
     def collect(self, step: int) -> Dict[str, Any]:
         """One episode planned at agent step `step`, added to the replay (EpisodicTrainer.train's body)."""
-        trainer, jnp = self.trainer, self.jnp
+        trainer = self.trainer
         trainer.step = step
         self.timers["plan"] = self.timers["env"] = 0.0
         compile_before = self.compile_seconds
         start = time.perf_counter()
         seeds = [self.episode_seed(s, self.train_stream, trainer.episode) for s in self.loop.seeds]
-        frames, actions, rewards, _ = trainer.collect(trainer.train_envs, seeds, step=step, eval_mode=False)
-        trainer.replays = trainer._add(trainer.replays, jnp.asarray(frames), jnp.asarray(actions), jnp.asarray(rewards))
+        observations, actions, rewards, _ = trainer.collect(trainer.train_envs, seeds, step=step, eval_mode=False)
+        trainer.store_episode(observations, actions, rewards)
         jax.block_until_ready(trainer.replays)  # (train() lets the next update round wait for it instead)
         trainer.episode += 1
         return {"seconds": time.perf_counter() - start, "plan_seconds": self.timers["plan"],
@@ -461,14 +519,14 @@ class PixaxSide:
                 "episode_reward": float(rewards.sum()), "compile_seconds": self.compile_seconds - compile_before}
 
     def update(self, step: int) -> Dict[str, Any]:
-        """The episode's L updates, update step counter step + i."""
+        """The round's updates (TD-MPC: the episode's L), update step counter step + i."""
         self.trainer.step = step
         compile_before = self.compile_seconds
         start = time.perf_counter()
-        metrics = jax.device_get(self.trainer.run_updates(self.episode_length))
+        metrics = jax.device_get(self.trainer.run_updates(self.num_updates))
         seconds = time.perf_counter() - start
         self.metrics = {name: float(np.mean(value)) for name, value in metrics.items()}
-        return {"seconds": seconds, "updates": self.episode_length,
+        return {"seconds": seconds, "updates": self.num_updates,
                 "compile_seconds": self.compile_seconds - compile_before}
 
     def finish(self) -> Dict[str, Any]:
@@ -500,7 +558,8 @@ class OfficialSide(tables.DriverProcess):
     def __init__(self, task: str, start_step: int, args: argparse.Namespace, torch_threads: int):
         official_dir = checked_official_dir(args.official_dir)
         self.name = f"official ({torch_threads} thr)"
-        params = {"official_dir": str(official_dir), "task": official_task_name(task), "seed": args.seed,
+        params = {"official_dir": str(official_dir), "code_folder": "src", "task": official_task_name(task),
+                  "seed": args.seed,
                   "device": args.device, "torch_threads": torch_threads, "seed_episodes": args.seed_episodes,
                   "start_step": start_step, "warmup_updates": WARMUP_UPDATES, "config_keys": sorted(SAME_SETTINGS)}
         super().__init__(args.python, OFFICIAL_DRIVER, params, prefix="tdmpc_official_bench_")
@@ -519,14 +578,16 @@ class OfficialSide(tables.DriverProcess):
 
 def summarize(collects: Sequence[Dict[str, Any]], updates: Sequence[Dict[str, Any]],
               action_repeat: int) -> Dict[str, Any]:
-    """Rates and the per-step split over the timed episodes of one side."""
+    """Rates and the per-step split over the timed episodes of one side. The loop runs one update per agent
+    step; where fewer updates than agent steps were timed (benchmark_modem.py's --updates), `seconds` counts
+    the timed updates' mean time for every agent step (TD-MPC times one update per step: the measured sum)."""
     steps = sum(c["agent_steps"] for c in collects)
     num_updates = sum(u["updates"] for u in updates)
     collect_seconds = sum(c["seconds"] for c in collects)
     plan_seconds = sum(c["plan_seconds"] for c in collects)
     env_seconds = sum(c["env_seconds"] for c in collects)
     update_seconds = sum(u["seconds"] for u in updates)
-    seconds = collect_seconds + update_seconds
+    seconds = collect_seconds + (update_seconds if num_updates == steps else update_seconds * steps / num_updates)
     return {"agent_steps": steps, "updates": num_updates, "seconds": seconds, "plan_seconds": plan_seconds,
             "env_seconds": env_seconds, "update_seconds": update_seconds,
             "agent_steps_per_s": steps / seconds, "frames_per_s": steps * action_repeat / seconds,
@@ -585,74 +646,105 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         checked_official_dir(args.official_dir)
         official_task_name(args.task)
     config = tdmpc.config_for_task(args.task, obs_type="states")
-    cpus = len(os.sched_getaffinity(0))
-    load_start = os.getloadavg()
-    print(f"device: jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()}); {cpus} CPUs "
-          f"for this process; {platform.processor() or platform.machine()}; load average "
-          f"{', '.join(f'{x:.1f}' for x in load_start)}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    report = machine_report(args.task, args.device)
+    load_start = report["load_average_start"]
     print(f"TD-MPC {args.task} from states: {config.iterations} iterations x {config.num_samples} samples "
           f"(+{tdmpc.num_policy_trajectories(config)} policy), {config.num_elites} elites, H {config.horizon}, batch "
           f"{config.batch_size}, mlp {config.mlp_dim}, latent {config.latent_dim}, action repeat "
           f"{config.action_repeat}; {args.seed_episodes} seed episodes, then {args.episodes} timed episode(s) "
           f"per side, the sides' phases interleaved", flush=True)
 
-    report: Dict[str, Any] = {"task": args.task, "device": args.device, "cpus": cpus, "load_average_start": load_start,
-                              "jax": jax.__version__, "jax_device": str(jax.devices()[0])}
     pixax = PixaxSide(args.task, args)
     sides: List[Any] = [pixax]
-    print(f"pixax setup: {pixax.setup['setup_seconds']:.1f} s (compile {pixax.setup['setup_compile_seconds']:.1f} s; "
-          f"update program {pixax.update_warmup}); timed episodes start at agent step {pixax.start_step} "
-          f"(episode length {pixax.episode_length}, planning horizon {pixax.setup['planning_horizon']})", flush=True)
+    print_pixax_setup(pixax)
     try:
         if not args.skip_official:
-            for threads in args.torch_threads:
-                official = OfficialSide(args.task, pixax.start_step, args, threads)
-                sides.append(official)
-                setup = official.setup
-                differences = compare_configs(pixax.agent_config, pixax.loop, pixax.episode_length, setup["config"])
-                if differences:
-                    raise SystemExit("the two sides' settings differ:\n  " + "\n  ".join(differences))
-                if setup["planning_horizon"] != pixax.setup["planning_horizon"]:
-                    raise SystemExit(f"planning horizons differ: pixax {pixax.setup['planning_horizon']}, official "
-                                     f"{setup['planning_horizon']}")
-                print(f"official setup: torch {setup['torch']} on {setup['device']} (model on "
-                      f"{setup['model_device']}), intra-op threads {setup['torch_threads']} (inter-op "
-                      f"{setup['torch_interop_threads']}), {setup['setup_seconds']:.1f} s; planning horizon "
-                      f"{setup['planning_horizon']}; shims: {', '.join(setup['shims'])}", flush=True)
-
-        collects: Dict[str, List[Dict[str, Any]]] = {side.name: [] for side in sides}
-        updates: Dict[str, List[Dict[str, Any]]] = {side.name: [] for side in sides}
-        for k in range(args.episodes):
-            step = pixax.start_step + k * pixax.episode_length
-            for side in sides:
-                collects[side.name].append(side.collect(step))
-                c = collects[side.name][-1]
-                print(f"  episode {k} {side.name}: collect {c['seconds']:.1f} s (plan {c['plan_seconds']:.1f} s)",
-                      flush=True)
-            for side in sides:
-                updates[side.name].append(side.update(step))
-                print(f"  episode {k} {side.name}: {updates[side.name][-1]['updates']} updates "
-                      f"{updates[side.name][-1]['seconds']:.1f} s", flush=True)
-        finals = {side.name: side.finish() for side in sides}
+            start_official_sides(
+                sides, args.torch_threads, lambda threads: OfficialSide(args.task, pixax.start_step, args, threads),
+                lambda official: compare_configs(pixax.agent_config, pixax.loop, pixax.episode_length, official))
+        results = time_sides(sides, pixax, args.episodes)
     finally:
         for side in sides[1:]:
             side.kill()
     report["load_average_end"] = os.getloadavg()
+    print(f"\nTD-MPC {args.task} (states), {args.episodes} timed episode(s) of {pixax.episode_length} planned steps + "
+          f"{pixax.episode_length} updates per side; x official = agent steps/s over the fastest official row; load "
+          f"average {load_start[0]:.1f} at the start, {report['load_average_end'][0]:.1f} at the end")
+    return print_results(sides, results, report, args.json)
 
+
+def print_pixax_setup(pixax: PixaxSide) -> None:
+    print(f"pixax setup: {pixax.setup['setup_seconds']:.1f} s (compile {pixax.setup['setup_compile_seconds']:.1f} s; "
+          f"update program {pixax.update_warmup}); timed episodes start at agent step {pixax.start_step} "
+          f"(episode length {pixax.episode_length}, planning horizon {pixax.setup['planning_horizon']})", flush=True)
+
+
+def machine_report(task: str, device: str) -> Dict[str, Any]:
+    """Prints the machine line (JAX's device, CPUs, load, XLA_FLAGS); the report's first entries."""
+    cpus = len(os.sched_getaffinity(0))
+    load_start = os.getloadavg()
+    print(f"device: jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()}); {cpus} CPUs "
+          f"for this process; {platform.processor() or platform.machine()}; load average "
+          f"{', '.join(f'{x:.1f}' for x in load_start)}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    return {"task": task, "device": device, "cpus": cpus, "load_average_start": load_start,
+            "jax": jax.__version__, "jax_device": str(jax.devices()[0])}
+
+
+def start_official_sides(sides: List[Any], torch_threads: Sequence[int], make_side, differences_of) -> None:
+    """One official side per torch thread count (make_side(threads)), appended to `sides` (sides[0] is pixax);
+    stops if differences_of(the official setup's config) lists any or the planning horizons differ."""
+    pixax = sides[0]
+    for threads in torch_threads:
+        official = make_side(threads)
+        sides.append(official)
+        setup = official.setup
+        differences = differences_of(setup["config"])
+        if differences:
+            raise SystemExit("the two sides' settings differ:\n  " + "\n  ".join(differences))
+        if setup["planning_horizon"] != pixax.setup["planning_horizon"]:
+            raise SystemExit(f"planning horizons differ: pixax {pixax.setup['planning_horizon']}, official "
+                             f"{setup['planning_horizon']}")
+        print(f"official setup: torch {setup['torch']} on {setup['device']} (model on "
+              f"{setup['model_device']}), intra-op threads {setup['torch_threads']} (inter-op "
+              f"{setup['torch_interop_threads']}), {setup['setup_seconds']:.1f} s; planning horizon "
+              f"{setup['planning_horizon']}; shims: {', '.join(setup['shims'])}", flush=True)
+
+
+def time_sides(sides: Sequence[Any], pixax: PixaxSide, episodes: int) -> Dict[str, Dict[str, Any]]:
+    """The timed rounds, the sides' phases interleaved: for episode k (agent step start_step + k L) every side
+    collects, then every side runs its update round. Returns per side its collects, updates and finish()."""
+    collects: Dict[str, List[Dict[str, Any]]] = {side.name: [] for side in sides}
+    updates: Dict[str, List[Dict[str, Any]]] = {side.name: [] for side in sides}
+    for k in range(episodes):
+        step = pixax.start_step + k * pixax.episode_length
+        for side in sides:
+            collects[side.name].append(side.collect(step))
+            c = collects[side.name][-1]
+            print(f"  episode {k} {side.name}: collect {c['seconds']:.1f} s (plan {c['plan_seconds']:.1f} s)",
+                  flush=True)
+        for side in sides:
+            updates[side.name].append(side.update(step))
+            print(f"  episode {k} {side.name}: {updates[side.name][-1]['updates']} updates "
+                  f"{updates[side.name][-1]['seconds']:.1f} s", flush=True)
+    return {side.name: {"collects": collects[side.name], "updates": updates[side.name], "final": side.finish()}
+            for side in sides}
+
+
+def print_results(sides: Sequence[Any], results: Dict[str, Dict[str, Any]], report: Dict[str, Any],
+                  json_path: Optional[str]) -> Dict[str, Any]:
+    """The table (sides[0] is pixax, the others official rows), the compile time, the speed-ups; `report`
+    gets every side's numbers and is written to json_path if given."""
+    pixax = sides[0]
     action_repeat = pixax.agent_config.action_repeat
     rows = []
     for side in sides:
-        summary = summarize(collects[side.name], updates[side.name], action_repeat)
-        report[side.name] = {**summary, **side.setup, **finals[side.name]}
+        summary = summarize(results[side.name]["collects"], results[side.name]["updates"], action_repeat)
+        report[side.name] = {**summary, **side.setup, **results[side.name]["final"]}
         device = (f"jax {jax.default_backend()}" if side is pixax else
                   f"torch {side.setup['device']}, {side.setup['torch_threads']} thr")
         rows.append({"implementation": side.name.split(" ")[0], "device": device, **summary})
     official_rows = rows[1:]
     best = max(official_rows, key=lambda row: row["agent_steps_per_s"]) if official_rows else None
-
-    print(f"\nTD-MPC {args.task} (states), {args.episodes} timed episode(s) of {pixax.episode_length} planned steps + "
-          f"{pixax.episode_length} updates per side; x official = agent steps/s over the fastest official row; load "
-          f"average {load_start[0]:.1f} at the start, {report['load_average_end'][0]:.1f} at the end")
     print(format_table(rows, best))
     print(f"pixax compile time inside the timed window: {rows[0]['compile_seconds']:.1f} s; episode returns: "
           + "; ".join(f"{side.name} {row['episode_rewards']}" for side, row in zip(sides, rows)))
@@ -662,8 +754,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                   "updates": best["update_ms_per_update"] / rows[0]["update_ms_per_update"]}
         report["speedup_pixax_over_best_official"] = ratios
         print("pixax speed-up over the official code: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    if json_path:
+        pathlib.Path(json_path).write_text(json.dumps(report, indent=2, default=str))
     return report
 
 
