@@ -98,7 +98,7 @@ class Config:
             ("reward_shift", math.isfinite(self.reward_shift), "finite"),
             ("num_updates", self.num_updates >= 1, ">= 1"),
             ("eval_every_updates", self.eval_every_updates >= 1, ">= 1"),
-            ("num_eval_episodes", self.num_eval_episodes >= 0, ">= 0"),
+            ("num_eval_episodes", self.num_eval_episodes >= 1, ">= 1"),
             ("eval_seed_offset", self.eval_seed_offset >= 0, ">= 0"),
         ]
 

@@ -158,7 +158,7 @@ class EpisodicTrainer:
             fn = self._updates[(num_updates, replace)] = jax.jit(
                 seeding.over_seeds(updates_one, self.strategy, jit=False, mesh=self.mesh), donate_argnums=(0, 1))
         keys = jax.vmap(lambda k: jax.random.fold_in(k, UPDATE_STREAM))(self.loop_keys)
-        first = devices.put_seeds(jnp.full((self.num_seeds,), self.step, jnp.int32), self.mesh)
+        first = devices.put_seeds(np.full((self.num_seeds,), self.step, np.int32), self.mesh)
         self.states, self.replays, metrics = fn(self.states, self.replays, keys, first)
         return metrics
 

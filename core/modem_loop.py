@@ -208,7 +208,7 @@ class MoDemTrainer(EpisodicTrainer):
         keys = jax.vmap(lambda k: jax.random.fold_in(k, UPDATE_STREAM))(self.loop_keys)
         chunk_means = []
         for offset in range(0, num_updates, chunk):
-            first = devices.put_seeds(jnp.full((self.num_seeds,), self.step + offset, jnp.int32), self.mesh)
+            first = devices.put_seeds(np.full((self.num_seeds,), self.step + offset, np.int32), self.mesh)
             self.states, self.replays, self.demo_replays, metrics = fn(self.states, self.replays,
                                                                        self.demo_replays, keys, first)
             chunk_means.append(metrics)

@@ -242,7 +242,7 @@ class OffPolicyTrainer:
 
     def act(self, obs: np.ndarray, eval_mode: bool, proprio: Optional[np.ndarray] = None) -> np.ndarray:
         """Actions (S, ...) of every seed for observations (S, ...), as a numpy array."""
-        steps = jnp.full((self.num_seeds,), self.step, jnp.int32)
+        steps = np.full((self.num_seeds,), self.step, np.int32)  # numpy: no eager JAX op per step
         proprio = None if proprio is None else jnp.asarray(proprio, jnp.float32)
         obs, steps, proprio = devices.put_seeds((jnp.asarray(obs), steps, proprio), self.mesh)
         return devices.to_host(self._act[eval_mode](self.states, obs, steps, self.loop_keys, proprio))
@@ -262,7 +262,7 @@ class OffPolicyTrainer:
         batch = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
         indices = batch.pop("indices", None)  # prioritized replay: where the new priorities go
         batch = devices.put_batch(batch, self.mesh)  # (S, B, ...): seeds over "seed", rows over "data"
-        steps = devices.put_seeds(jnp.full((self.num_seeds,), self.step, jnp.int32), self.mesh)
+        steps = devices.put_seeds(np.full((self.num_seeds,), self.step, np.int32), self.mesh)
         if totals is None:  # the metric names are known only after the first update
             shapes = jax.eval_shape(lambda: self._update(self.states, batch, steps, self.loop_keys, {})[1])
             totals = devices.put_seeds(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), self.mesh)

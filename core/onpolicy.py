@@ -519,7 +519,7 @@ class OnPolicyTrainer:
     def update(self) -> list[dict]:
         """One `agent.update` call for every seed; returns each seed's metrics (floats)."""
         S = self.num_seeds
-        index = self._put(jnp.full((S,), self.num_updates, jnp.int32))
+        index = self._put(np.full((S,), self.num_updates, np.int32))
         self.states, metrics, finite = self._update(self.states, self.rollout(), self.loop_keys, index)
         metrics, finite = devices.to_host((metrics, finite))
         self.num_updates += 1

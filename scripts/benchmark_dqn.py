@@ -1,15 +1,16 @@
 """Benchmark (not a test): DQN and Rainbow of pixax against Dopamine's JAX agents, side by side in one command,
 for each encoder head of "Don't flatten, tokenize!" (flatten / tokenize / softmoe, networks/tokens.py).
 
-    python scripts/benchmark_dqn.py --agents dqn,rainbow \
-        --python /work/scratch/dopamine_venv/bin/python                  # every head, Atari shapes
+    python scripts/benchmark_dqn.py --python /work/scratch/dopamine_venv/bin/python   # both agents, every head
     python scripts/benchmark_dqn.py --agents rainbow --heads softmoe --iters 3 --act-iters 20 --python PY
 
---python: an interpreter with Dopamine installed (`pip install dopamine-rl`, 4.1.2 measured: google/dopamine
-with its labs/moes, which pins its own jax / flax / tensorflow, so it belongs in a virtual environment outside
-this repository). Nothing of Dopamine's code is in this file: the official side is a small pixax driver
-(OFFICIAL_DRIVER below), run by --python in a scratch folder (scripts/tables.DriverProcess), that builds the
-official agent with gin bindings made from pixax's config and calls the agent's own methods.
+--python: an interpreter with Dopamine installed, in a virtual environment outside this repository:
+`python -m venv DIR && DIR/bin/pip install dopamine-rl==4.1.2 chex` (dopamine-rl ships labs/moes but
+does not declare chex, which labs/moes imports; measured with the jax 0.10.2, flax 0.12.8 and optax 0.2.8
+that pip chose, the versions pixax uses, and tensorflow 2.21, tensorflow-probability 0.25). Nothing of
+Dopamine's code is in this file: the official side is a small pixax driver (OFFICIAL_DRIVER below), run by
+--python in a scratch folder (scripts/tables.DriverProcess), that builds the official agent with gin
+bindings made from pixax's config and calls the agent's own methods.
 
 No environment is built on either side (no ALE): Dopamine's agents need one only for the observation shape,
 so both agents are built for Atari shapes (84x84 grayscale frames, a stack of 4, --num-actions actions) and
@@ -52,17 +53,22 @@ What is timed (each side in its own process, one at a time):
            `agent.act(state, obs[None], step, key, eval_mode=False)` with np.asarray; official the agent's
            jitted `select_action` (DQN: epsilon-greedy at epsilon_train; Rainbow: noisy network, epsilon 0)
            on `agent.state`, with np.asarray, as the agent's `step` calls it (storing and training left out).
-Both sides compile and run --warmup updates and 2 acts before the first round. Interleaving: --rounds
-rounds, each timing --iters updates and --act-iters acts of every side while the other waits; the order
-alternates from round to round. A rate is the calls over the summed seconds of a side's rounds; the ratio
-is pixax / official. The per-round ratios are printed too, to show the spread.
+Setup comes before any timing: every official driver starts first and compiles in its own process while
+pixax builds and compiles its sides (so the "setup" seconds printed overlap one another); each side runs
+--warmup updates and 2 acts after compiling. Then the rows are timed one after the other. Interleaving:
+--rounds rounds per row, each timing --iters updates and --act-iters acts of every side while the other
+waits (all other processes of the command are idle then); the order alternates from round to round. A rate
+is the calls over the summed seconds of a side's rounds; the ratio is pixax / official. The per-round ratios
+are printed too, to show the spread.
 
 Compatibility shims on the official side (the installed files are not edited; the driver prints those used):
 (1) dopamine.discrete_domains.atari_lib imports OpenAI baselines' atari_wrappers, which dopamine-rl does not
 install and which only environment construction uses: when it is missing the driver puts empty stand-in
-modules in its place; (2) the MoE Rainbow agent calls `self._replay.set_priority(keys, priorities)`, a name
-Dopamine's jax ReplayBuffer (4.1.2) does not have: the driver adds it as ReplayBuffer.update(keys,
-priorities=...), the call the non-MoE JaxFullRainbowAgent makes.
+modules in its place; (2) tensorflow-probability 0.25's JAX substrate fails to import under jax 0.10.2
+(it reads jax.interpreters.xla.pytype_aval_mappings), and Dopamine's jax/networks.py imports it for its SAC
+and PPO networks only: the driver then puts an empty stand-in module in its place; (3) the MoE Rainbow agent
+calls `self._replay.set_priority(keys, priorities)`, a name Dopamine's jax ReplayBuffer (4.1.2) does not
+have: the driver adds it as ReplayBuffer.update(keys, priorities=...), the call JaxFullRainbowAgent makes.
 
 --device cpu (default): both sides on JAX's CPU backend, which uses every CPU of the process (set XLA_FLAGS
 before the command to change that; it applies to both processes). --device cuda: both on the GPU (each JAX
@@ -77,15 +83,21 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from agents import dqn, rainbow  # noqa: E402
+from data.prioritized import PrioritizedFrameReplay  # noqa: E402
+from data.replay import FrameReplay, merge_frames  # noqa: E402
 from scripts import tables  # noqa: E402
 from scripts.benchmark_drm import comma_list, rate, rate_per_round  # noqa: E402
 from scripts.benchmark_heads import count_params, parse_per_agent  # noqa: E402
@@ -262,8 +274,6 @@ class Row:
 
 def pixax_config(agent: str, head: str, batch_size: int):
     """pixax's config of the row (module docstring)."""
-    from agents import dqn, rainbow
-
     if agent == "dqn":
         return dqn.config_for_task(ATARI_TASK, encoder="nature", head=head, batch_size=batch_size)
     if head == "flatten":  # Dopamine's full_rainbow network: Nature CNN, one noise draw per batch
@@ -377,13 +387,7 @@ class PixaxSide:
     """pixax's agent on its own replay: sampled updates and single acts, as core/offpolicy.py runs them."""
 
     def __init__(self, row: Row, data: Dict[str, np.ndarray], num_actions: int, warmup: int, seed: int):
-        import jax
-
-        from agents import dqn, rainbow
-        from data.prioritized import PrioritizedFrameReplay
-        from data.replay import FrameReplay, merge_frames
-
-        self.jax, self.config = jax, row.config
+        self.config = row.config
         self.module = {"dqn": dqn, "rainbow": rainbow}[row.agent]
         prioritized = getattr(self.config, "prioritized", False)
         replay_type = PrioritizedFrameReplay if prioritized else FrameReplay
@@ -423,7 +427,6 @@ class PixaxSide:
         self.setup_seconds = time.perf_counter() - start
 
     def update_round(self, count: int) -> Dict[str, Any]:
-        jax = self.jax
         start = time.perf_counter()
         for _ in range(count):
             self.step += self.config.update_every_steps
@@ -467,57 +470,80 @@ class OfficialSide(tables.DriverProcess):
 # ----------------------------------------------------------------------------------------------
 
 
-def measure_row(row: Row, data: Dict[str, np.ndarray], data_file: pathlib.Path, args: argparse.Namespace,
+def set_up_sides(rows: Sequence[Row], data: Dict[str, np.ndarray], data_file: pathlib.Path,
+                 args: argparse.Namespace, officials: Dict[int, Any]) -> List[PixaxSide]:
+    """Every side, before any timing: the official drivers start first, each in a thread that waits for its
+    setup line, so Dopamine's compiles overlap pixax's; `officials` gets row index -> OfficialSide as they come
+    (the caller kills them). Returns the pixax sides, one per row."""
+    frames_sum = int(data["frames"].sum(dtype=np.int64))
+    with ThreadPoolExecutor(max_workers=max(len(rows), 1)) as pool:
+        pending = {index: pool.submit(OfficialSide, row, data_file, args.num_actions, args)
+                   for index, row in enumerate(rows) if row.official_class}
+        pixax_sides = []
+        try:
+            for row in rows:
+                pixax = PixaxSide(row, data, args.num_actions, args.warmup, args.seed)
+                pixax_sides.append(pixax)
+                print(f"set up pixax {row.agent} / {row.head}: {pixax.params:,} parameters, {len(pixax.replay)} "
+                      f"replay entries; compile + {max(args.warmup, 1)} warm-up updates + 2 acts "
+                      f"{pixax.setup_seconds:.1f} s", flush=True)
+        finally:  # every driver that started goes to the caller, which ends it
+            failures = []
+            for index, future in pending.items():
+                try:
+                    officials[index] = future.result()
+                except BaseException as failure:  # DriverProcess stops with SystemExit and the driver's stderr
+                    failures.append(failure)
+    if failures:
+        raise failures[0]
+    for index, official in officials.items():
+        if official.setup["frames_sum"] != frames_sum:
+            raise SystemExit(f"the official side of {rows[index].agent} / {rows[index].head} read different frames")
+    return pixax_sides
+
+
+def measure_row(row: Row, pixax: PixaxSide, official: Optional[OfficialSide], args: argparse.Namespace,
                 iters: int) -> Dict[str, Any]:
     """Both sides of one row, interleaved round by round: `iters` timed updates per side and round."""
     print(f"\n{row.agent} / {row.head}", flush=True)
-    print(f"  pixax settings: {describe_pixax(row.config)}, num_actions {args.num_actions}", flush=True)
-    pixax = PixaxSide(row, data, args.num_actions, args.warmup, args.seed)
-    print(f"  pixax: {pixax.params:,} parameters, {len(pixax.replay)} replay entries; compile + "
-          f"{max(args.warmup, 1)} warm-up updates + 2 acts {pixax.setup_seconds:.1f} s", flush=True)
-    official = None
-    try:
-        if row.official_class:
-            official = OfficialSide(row, data_file, args.num_actions, args)
-            setup = official.setup
-            if setup["frames_sum"] != int(data["frames"].sum(dtype=np.int64)):
-                raise SystemExit("the official side read different frames")
-            print(f"  official: {setup['agent']} + {setup['network']} ({row.note}), dopamine {setup['dopamine']}, "
-                  f"jax {setup['jax']} on {setup['jax_device']}; {setup['params']:,} parameters, "
-                  f"{setup['replay_transitions']} replay transitions, log flags {setup['log_statistics']}; setup "
-                  f"{setup['setup_seconds']:.1f} s; shims: {'; '.join(setup['shims']) or 'none'}", flush=True)
-            print("  official gin bindings: " + "; ".join(row.gin_bindings), flush=True)
-        else:
-            print(f"  official: none ({row.note})", flush=True)
-        sides = [("pixax", pixax)] + ([("official", official)] if official else [])
-        updates: Dict[str, List[Dict[str, Any]]] = {name: [] for name, _ in sides}
-        acts: Dict[str, List[Dict[str, Any]]] = {name: [] for name, _ in sides}
-        for round_index in range(args.rounds):
-            for name, side in (sides if round_index % 2 == 0 else sides[::-1]):
-                updates[name].append(side.update_round(iters))
-                acts[name].append(side.act_round(args.act_iters))
-            print(f"  round {round_index}: " + ", ".join(
-                f"{name} {iters / updates[name][-1]['seconds']:.2f} updates/s "
-                f"{args.act_iters / acts[name][-1]['seconds']:.1f} acts/s" for name, _ in sides), flush=True)
-        result = {"agent": row.agent, "head": row.head, "official": row.official_class, "note": row.note,
-                  "pixax_settings": describe_pixax(row.config), "gin_bindings": row.gin_bindings,
-                  "pixax_params": pixax.params, "pixax_loss": pixax.loss()}
-        for name, _ in sides:
-            result[f"{name}_updates_per_s"] = rate(updates[name])
-            result[f"{name}_acts_per_s"] = rate(acts[name])
-            result[f"{name}_update_rounds"] = rate_per_round(updates[name])
-            result[f"{name}_act_rounds"] = rate_per_round(acts[name])
-        if official:
-            result["official_setup"] = official.setup
-            official.finish()
-            for kind in ("update", "act"):
-                result[f"{kind}_ratio"] = result[f"pixax_{kind}s_per_s"] / result[f"official_{kind}s_per_s"]
-                result[f"{kind}_round_ratios"] = [p / o for p, o in zip(result[f"pixax_{kind}_rounds"],
-                                                                        result[f"official_{kind}_rounds"])]
-        return result
-    finally:
-        if official:
-            official.kill()
+    print(f"  pixax: {describe_pixax(row.config)}, num_actions {args.num_actions}; {pixax.params:,} parameters",
+          flush=True)
+    if official:
+        setup = official.setup
+        print(f"  official: {setup['agent']} + {setup['network']} ({row.note}), dopamine {setup['dopamine']}, "
+              f"jax {setup['jax']} on {setup['jax_device']}; {setup['params']:,} parameters, "
+              f"{setup['replay_transitions']} replay transitions, log flags {setup['log_statistics']}; setup "
+              f"{setup['setup_seconds']:.1f} s (overlapping the other setups); shims: "
+              f"{'; '.join(setup['shims']) or 'none'}", flush=True)
+        print("  official gin bindings: " + "; ".join(row.gin_bindings), flush=True)
+    else:
+        print(f"  official: none ({row.note})", flush=True)
+    sides = [("pixax", pixax)] + ([("official", official)] if official else [])
+    updates: Dict[str, List[Dict[str, Any]]] = {name: [] for name, _ in sides}
+    acts: Dict[str, List[Dict[str, Any]]] = {name: [] for name, _ in sides}
+    for round_index in range(args.rounds):
+        for name, side in (sides if round_index % 2 == 0 else sides[::-1]):
+            updates[name].append(side.update_round(iters))
+            acts[name].append(side.act_round(args.act_iters))
+        print(f"  round {round_index}: " + ", ".join(
+            f"{name} {iters / updates[name][-1]['seconds']:.2f} updates/s "
+            f"{args.act_iters / acts[name][-1]['seconds']:.1f} acts/s" for name, _ in sides), flush=True)
+    result = {"agent": row.agent, "head": row.head, "official": row.official_class, "note": row.note,
+              "pixax_settings": describe_pixax(row.config), "gin_bindings": row.gin_bindings,
+              "pixax_params": pixax.params, "pixax_setup_seconds": pixax.setup_seconds, "pixax_loss": pixax.loss()}
+    for name, _ in sides:
+        result[f"{name}_updates_per_s"] = rate(updates[name])
+        result[f"{name}_acts_per_s"] = rate(acts[name])
+        result[f"{name}_update_rounds"] = rate_per_round(updates[name])
+        result[f"{name}_act_rounds"] = rate_per_round(acts[name])
+    if official:
+        result["official_setup"] = official.setup
+        official.finish()
+        for kind in ("update", "act"):
+            result[f"{kind}_ratio"] = result[f"pixax_{kind}s_per_s"] / result[f"official_{kind}s_per_s"]
+            result[f"{kind}_round_ratios"] = [p / o for p, o in zip(result[f"pixax_{kind}_rounds"],
+                                                                    result[f"official_{kind}_rounds"])]
+    return result
 
 
 def format_table(results: Sequence[Dict[str, Any]]) -> str:
@@ -565,6 +591,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     for name in ("batch_size", "num_actions", "episodes", "rounds", "act_iters"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if shutil.which(args.python) is None:
+        p.error(f"--python {args.python!r} is not an executable: pass the interpreter that has dopamine-rl")
     if args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
     if args.episode_length < 4:  # Rainbow's 3-step windows need a few steps per episode
@@ -575,8 +603,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     tables.select_jax_device(args.device)
-    import jax
-
     load_start = os.getloadavg()
     print(f"device: jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()}); "
           f"{len(os.sched_getaffinity(0))} CPUs; {platform.processor() or platform.machine()}; load average "
@@ -586,14 +612,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           f"actions; replays: {args.episodes} synthetic episodes x {args.episode_length} steps; {args.rounds} rounds "
           f"of {args.iters} updates and {args.act_iters} acts per side", flush=True)
     data = synthetic_episodes(args.episodes, args.episode_length, args.num_actions, args.seed)
-    results = []
+    rows = [make_row(agent, head, args.batch_size) for agent in args.agents for head in args.heads]
+    officials: Dict[int, OfficialSide] = {}
     with tempfile.TemporaryDirectory(prefix="dqn_bench_data_") as folder:
         data_file = pathlib.Path(folder) / "episodes.npz"
         np.savez(data_file, **data)
-        for agent in args.agents:
-            for head in args.heads:
-                results.append(measure_row(make_row(agent, head, args.batch_size), data, data_file, args,
-                                           args.iters[agent]))
+        try:
+            pixax_sides = set_up_sides(rows, data, data_file, args, officials)
+            results = [measure_row(row, pixax, officials.get(index), args, args.iters[row.agent])
+                       for index, (row, pixax) in enumerate(zip(rows, pixax_sides))]
+        finally:
+            for official in officials.values():
+                official.kill()
     load_end = os.getloadavg()
     print(f"\nload average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end; rates are calls over "
           f"summed seconds of {args.rounds} interleaved rounds; ratio = pixax / official")

@@ -4,7 +4,8 @@ same settings, side by side in one command.
 
     python scripts/benchmark_modem.py --official-dir /work/scratch/modem_official \
         --python /work/scratch/torchenv/bin/python                 # cartpole_swingup, 1 episode + its 500 updates
-    python scripts/benchmark_modem.py --official-dir DIR --python PY --episode-length 50 --updates 3   # a small CPU
+    python scripts/benchmark_modem.py --official-dir DIR --python PY \
+        --batch-size 64 --episode-length 50 --updates 3                 # a 2-core, 23 GB machine
     python scripts/benchmark_modem.py --skip-official                                 # pixax only
     python scripts/benchmark_modem.py --official-dir DIR --python PY --device cuda      # a GPU machine
 
@@ -39,6 +40,9 @@ Set on both sides for the benchmark (overrides of the official defaults, reporte
     replacement, as the official sampler always is), official train_steps of the same number (its buffer holds
     2 x train_steps + 1). The official 100k-step buffer of 224x224 frames (30 GB) does not fit a small machine;
     both sample over the filled part only, so its size does not change the speed.
+  - --batch-size (default: the official 256): pixax's update at 224x224 and batch 256 needs more memory than a
+    23 GB machine has (it was OOM-killed there; batch 64 peaked at 6.9 GB, the official update at 2 GB), so a
+    small machine times a smaller batch on both sides (the demo sub-batch stays floor(ratio x batch)).
   - --episode-length (agent steps; default: the task's 500): a shorter episode (the official cfg episode_length,
     whose env wrapper then ends the episode; on pixax the dm_control task's step limit, set in this process
     while the demos and the trainer's environments are made, see `dmc_step_limit`), so that a small machine can
@@ -61,7 +65,8 @@ What runs on each side (one seed, one environment, BC pretraining not run: it is
      demo_buffer) N times). Logging, evaluation and checkpoints are left out on both sides.
 Rates: the interactive phase runs one update per agent step, so agent steps/s = 1 / (collect s/agent step +
 update s/update) (benchmark_tdmpc.summarize; with N = L it is the measured episode time). With N < L the
-update rate comes from N updates only: on a small CPU an official update at 224x224 takes tens of seconds.
+update rate comes from N updates only (on a 2-core CPU one update at 224x224 and batch 256 takes tens of
+seconds, so 500 of them take hours).
 Interleaving, the plan / update / env / other split and the compile-time check are benchmark_tdmpc.py's.
 
 --device: where BOTH sides run: "cpu" (default; JAX on its CPU backend, torch on the CPU with the shims below) or
@@ -226,7 +231,7 @@ def replay_episodes(args: argparse.Namespace) -> int:
 def official_overrides(task: str, args: argparse.Namespace, capacity_steps: int) -> List[str]:
     """train.py command-line overrides of the official side (hydra's key=value)."""
     overrides = [f"task={tdmpc_bench.official_task_name(task)}", f"seed={args.seed}", f"img_size={args.image_size}",
-                 f"demos={args.demos}", f"train_steps={capacity_steps}"]
+                 f"batch_size={args.batch_size}", f"demos={args.demos}", f"train_steps={capacity_steps}"]
     if args.episode_length:
         overrides.append(f"episode_length={args.episode_length}")
     return overrides
@@ -298,6 +303,7 @@ class PixaxSide(tdmpc_bench.PixaxSide):
         import envs
 
         launcher.agent.image_size = args.image_size
+        launcher.agent.batch_size = args.batch_size
         launcher.agent.demos = args.demos
         # the replay holds exactly the benchmark's episodes (module docstring)
         with dmc_step_limit(args.episode_length, self.agent.Config.action_repeat):
@@ -377,7 +383,8 @@ class OfficialSide(tdmpc_bench.OfficialSide):
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--official-dir", help="folder with facebookresearch/modem's files (outside this repository)")
-    p.add_argument("--python", default=sys.executable, help="interpreter with torch and omegaconf for the official side")
+    p.add_argument("--python", default=sys.executable,
+                   help="interpreter with torch and omegaconf for the official side")
     p.add_argument("--skip-official", action="store_true", help="time pixax only")
     p.add_argument("--task", default="cartpole_swingup", help="a dm_control task, pixax name (e.g. walker_walk)")
     p.add_argument("--device", default="cpu", choices=tdmpc_bench.DEVICES, help="where both sides run")
@@ -389,6 +396,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--seed-episodes", type=int, default=1, help="seed-phase episodes that fill the replay first")
     p.add_argument("--demos", type=int, default=DEFAULT_DEMOS, help="random-action demo episodes (official: 5)")
     p.add_argument("--image-size", type=int, default=224, help="frame side on both sides (official 224; >= 135)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="sequences per update on both sides (official 256: interaction + demo)")
     p.add_argument("--torch-threads", default="1",
                    help="comma-separated torch intra-op thread counts, one official process each (default 1)")
     p.add_argument("--seed", type=int, default=1, help="seed of both sides (official default 1)")
@@ -396,7 +405,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.skip_official and not args.official_dir:
         p.error("--official-dir is required (or --skip-official)")
-    for name in ("episodes", "seed_episodes", "demos"):
+    for name in ("episodes", "seed_episodes", "demos", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     for name in ("updates", "episode_length"):
@@ -413,11 +422,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from agents import modem, tdmpc
 
     if modem.suite_of(args.task) != "dmc":
-        raise SystemExit(f"--task {args.task}: this benchmark runs DMControl tasks (the official side's dmcontrol suite)")
+        raise SystemExit(f"--task {args.task}: this benchmark runs DMControl tasks (the official side's dmcontrol "
+                         "suite)")
     if not args.skip_official:  # fail before any work
         checked_official_dir(args.official_dir)
         tdmpc_bench.official_task_name(args.task)
-    config = modem.config_for_task(args.task, image_size=args.image_size, demos=args.demos)
+    config = modem.config_for_task(args.task, image_size=args.image_size, batch_size=args.batch_size,
+                                   demos=args.demos)
     report = tdmpc_bench.machine_report(args.task, args.device)
     load_start = report["load_average_start"]
     print(f"MoDem {args.task} from {config.image_size}x{config.image_size} pixels (stack {config.frame_stack}) + "
