@@ -68,8 +68,9 @@ def test_drm_states_learns_cartpole_balance(tmp_path):
 
 
 # DQN from pixels on Catch (envs/toy.py: 20x20 pixels, 9 steps per episode, +1 for a catch, -1 for a
-# miss), the token heads of "Don't flatten, tokenize!" (the flatten head learns in the Rainbow test). A random policy scores about -0.6 and an
-# untrained greedy one about the same; the threshold 0.8 (9 catches in 10) needs a learned policy.
+# miss), with the token heads of "Don't flatten, tokenize!" (the flatten head learns in the Rainbow test).
+# A random policy scores about -0.6 and an untrained greedy one about the same; the threshold 0.8 (9
+# catches in 10) needs a learned policy.
 # The "toy" tier of agents/dqn.py (lr 5e-4, one update per step, target period 200) learns it in
 # ~2-3k steps; a 2-seed run measured 1.0 for both seeds at 3000 frames with flatten and softmoe heads, and
 # seed 0 (this test's) 1.0 at 3000 frames with each of the three heads. Rainbow needs 4000 (0.6 at 3000).
