@@ -7,7 +7,6 @@ few: one real create and update per head (softmoe in TD-MPC, tokenize in MoDem);
 shapes are traced only (jax.eval_shape).
 """
 
-import os
 
 import jax
 import jax.numpy as jnp
@@ -139,10 +138,6 @@ def test_tdmpc_token_head_tree_and_latent(head):
     assert z.shape == (3, LATENT) and z.dtype == jnp.float32
 
 
-# XLA's CPU compiler segfaulted once compiling this program in a CI run (2026-11-26, fresh compile cache,
-# two workers); it passed in every other run. Skipped under CI=true until that crash is understood, so a
-# compiler crash cannot take the whole worker down; it runs everywhere else.
-@pytest.mark.skipif(os.environ.get("CI") == "true", reason="XLA CPU compiler segfault seen once in CI")
 def test_tdmpc_update_trains_the_token_head():
     """One update with the SoftMoE head (the tokenize head's update runs in MoDem's test below: one compiled
     create + update per head keeps the file fast)."""
