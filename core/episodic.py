@@ -16,7 +16,7 @@ What runs where. The environments step on the host (subprocesses when there are 
 planning is one jitted call per step for all seeds (the planner's warm-start mean is carried between
 steps); the replay lives on the device (data/sequence_replay.py), so the episode's updates — sample,
 update, write the new priorities back — run as one jitted `lax.scan` per episode, with no host round
-trip between updates.
+trip between updates (on the CPU, a pixel agent's updates are one jitted call each: updates_per_call).
 
 Devices (`--config.devices`, core/devices.py): every per-seed program runs over the (seed, data) mesh,
 the seeds split over the "seed" devices. The replays are per-seed pytrees, held by their seed's devices;
@@ -53,6 +53,34 @@ from core.video import write_mp4
 from data import sequence_replay
 
 PLAN_STREAM, UPDATE_STREAM = 0, 1  # fold_in streams of a seed's loop key
+
+
+def updates_per_call(num_updates: int, convolutional: bool) -> int:
+    """How many updates one jitted call runs: all of them in one lax.scan, except for an agent with a
+    convolutional encoder on the CPU, one per call. XLA:CPU runs a convolution's gradient far slower inside a
+    while loop (a scan) than in a program without one (jax-ml/jax#12868). Measured here (2 CPU cores): the
+    weight gradient of one 3x3 convolution (64 x 84 x 84 x 32) 0.27 s alone, 45 s in a scan; a 4-conv
+    encoder's Adam step 0.83 s alone, 7.9 s per step in a scan; MoDem's update (135 px, batch 16) 1.4 s
+    alone, 2.2 s per update in a scan. Update i's keys and step depend on i only, so the results are those
+    of one scan (to float rounding: the programs differ)."""
+    return 1 if convolutional and jax.default_backend() == "cpu" else num_updates
+
+
+def scan_updates(body, carry, num_updates: int):
+    """lax.scan(body, carry, arange(num_updates)), with a single update called as it is: no while loop
+    around it (see updates_per_call)."""
+    if num_updates == 1:
+        carry, out = body(carry, jnp.int32(0))
+        return carry, jax.tree.map(lambda x: x[None], out)
+    return jax.lax.scan(body, carry, jnp.arange(num_updates))
+
+
+def mean_of_chunks(chunk_means: list):
+    """The mean over all updates from each call's metric means (the calls are of equal size)."""
+    if len(chunk_means) == 1:
+        return chunk_means[0]
+    # pairwise adds: the same small programs for any number of calls
+    return jax.tree.map(lambda *means: sum(means) / len(means), *chunk_means)
 
 
 class EpisodicTrainer:
@@ -133,10 +161,12 @@ class EpisodicTrainer:
         return fn(self.states, obs, self.loop_keys, mean, steps, first, counters, eval_counters)
 
     def run_updates(self, num_updates: int):
-        """`num_updates` updates of every seed as one jitted scan; returns the mean of each metric (S,)."""
+        """`num_updates` updates of every seed as one jitted scan (one call per update for a pixel agent on the
+        CPU: updates_per_call); returns the mean of each metric (S,)."""
         # official: with replacement until the buffer is full, without afterwards (a static choice)
         replace = int(devices.to_host(self.replays.num_episodes)[0]) < self.replay_episodes
-        fn = self._updates.get((num_updates, replace))
+        chunk = updates_per_call(num_updates, self.cfg.obs_type == "pixels")
+        fn = self._updates.get((chunk, replace))
         if fn is None:
             cfg, agent_config, horizon = self.cfg, self.agent_config, self.horizon
 
@@ -152,15 +182,18 @@ class EpisodicTrainer:
                     state, metrics = self.agent.update(state, batch, step, k_update)
                     replay = sequence_replay.update_priorities(replay, indices, metrics.pop("priorities"))
                     return (state, replay), metrics
-                (state, replay), metrics = jax.lax.scan(body, (state, replay), jnp.arange(num_updates))
+                (state, replay), metrics = scan_updates(body, (state, replay), chunk)
                 return state, replay, jax.tree.map(jnp.mean, metrics)
 
-            fn = self._updates[(num_updates, replace)] = jax.jit(
+            fn = self._updates[(chunk, replace)] = jax.jit(
                 seeding.over_seeds(updates_one, self.strategy, jit=False, mesh=self.mesh), donate_argnums=(0, 1))
         keys = jax.vmap(lambda k: jax.random.fold_in(k, UPDATE_STREAM))(self.loop_keys)
-        first = devices.put_seeds(np.full((self.num_seeds,), self.step, np.int32), self.mesh)
-        self.states, self.replays, metrics = fn(self.states, self.replays, keys, first)
-        return metrics
+        chunk_means = []
+        for offset in range(0, num_updates, chunk):
+            first = devices.put_seeds(np.full((self.num_seeds,), self.step + offset, np.int32), self.mesh)
+            self.states, self.replays, metrics = fn(self.states, self.replays, keys, first)
+            chunk_means.append(metrics)
+        return mean_of_chunks(chunk_means)
 
     # ----------------------------------------------------------------------------- episodes
     def collect(self, envs_, seeds, *, step: int, eval_mode: bool, record: bool = False):

@@ -59,7 +59,8 @@ import envs
 from core import devices
 from core import seeds as seeding
 from core.checkpoint import Checkpointer
-from core.episodic import PLAN_STREAM, UPDATE_STREAM, EpisodicTrainer
+from core.episodic import (PLAN_STREAM, UPDATE_STREAM, EpisodicTrainer, mean_of_chunks, scan_updates,
+                           updates_per_call)
 from core.offpolicy import LoopConfig, action_size, check_finite, env_kwargs
 from data import demos as demo_data
 from data import sequence_replay
@@ -175,12 +176,16 @@ class MoDemTrainer(EpisodicTrainer):
 
     def run_bc(self) -> Dict[str, np.ndarray]:
         """Phase 1: bc_iterations(config, L) BC steps of every seed as one jitted scan over demo-replay
-        samples (batch_size sequences; PER weights ignored, as S2). Returns the last step's metrics (S,)."""
+        samples (batch_size sequences; PER weights ignored, as S2), one call per step on the CPU
+        (updates_per_call). Returns the last step's metrics (S,)."""
         config, horizon = self.agent_config, self.horizon
         iterations = self.agent.bc_iterations(config, self.episode_steps)
-        fn = _bc_program(self.agent, config, self.strategy, horizon, iterations, self.mesh)
+        chunk = updates_per_call(iterations, convolutional=True)
+        fn = _bc_program(self.agent, config, self.strategy, horizon, chunk, self.mesh)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, BC_STREAM))(self.loop_keys)
-        self.states, metrics = fn(self.states, self.demo_replays, keys)
+        for offset in range(0, iterations, chunk):
+            first = devices.put_seeds(np.full((self.num_seeds,), offset, np.int32), self.mesh)
+            self.states, metrics = fn(self.states, self.demo_replays, keys, first)
         return devices.to_host(metrics)
 
     def check_demo_split(self, first_step: int, num_updates: int) -> None:
@@ -204,6 +209,7 @@ class MoDemTrainer(EpisodicTrainer):
         self.check_demo_split(self.step, num_updates)
         replace = int(devices.to_host(self.replays.sequences.num_episodes)[0]) < self.replay_episodes
         chunk = self.episode_steps if num_updates % self.episode_steps == 0 else num_updates
+        chunk = updates_per_call(chunk, convolutional=True)
         fn = _updates_program(self.agent, self.agent_config, self.strategy, self.horizon, chunk, replace, self.mesh)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, UPDATE_STREAM))(self.loop_keys)
         chunk_means = []
@@ -212,7 +218,7 @@ class MoDemTrainer(EpisodicTrainer):
             self.states, self.replays, self.demo_replays, metrics = fn(self.states, self.replays,
                                                                        self.demo_replays, keys, first)
             chunk_means.append(metrics)
-        return jax.tree.map(lambda *means: sum(means) / len(means), *chunk_means)  # equal chunks: the mean
+        return mean_of_chunks(chunk_means)
 
     # ----------------------------------------------------------------------------- episodes
     def collect(self, envs_, seeds, *, step: int, eval_mode: bool, record: bool = False):
@@ -321,14 +327,14 @@ def _plan_program(agent, agent_config, strategy: str, horizon: int, eval_mode: b
 
 @functools.lru_cache(maxsize=4)
 def _bc_program(agent, config, strategy: str, horizon: int, iterations: int, mesh):
-    def bc_one(state, demo_replay, key):
+    def bc_one(state, demo_replay, key, first):
         def body(state, i):
-            k_sample, k_update = jax.random.split(jax.random.fold_in(key, i))
+            k_sample, k_update = jax.random.split(jax.random.fold_in(key, first + i))
             # with replacement, as S2's never-full demo buffer (ours is sized to the demos); weights unused
             batch, _ = demo_data.sample_replay(demo_replay, k_sample, config.batch_size, horizon,
                                                alpha=config.per_alpha, beta=config.per_beta, replace=True)
             return agent.bc_update(state, devices.shard_batch(batch, axis=0), k_update)  # rows over "data"
-        state, metrics = jax.lax.scan(body, state, jnp.arange(iterations))
+        state, metrics = scan_updates(body, state, iterations)
         return state, jax.tree.map(lambda m: m[-1], metrics)
     return jax.jit(seeding.over_seeds(bc_one, strategy, jit=False, mesh=mesh), donate_argnums=(0,))
 
@@ -357,8 +363,7 @@ def _updates_program(agent, config, strategy: str, horizon: int, num_updates: in
             replay = demo_data.update_replay_priorities(replay, indices, priorities, valid=~is_demo)
             demo_replay = demo_data.update_replay_priorities(demo_replay, demo_indices, priorities, valid=is_demo)
             return (state, replay, demo_replay), metrics
-        (state, replay, demo_replay), metrics = jax.lax.scan(body, (state, replay, demo_replay),
-                                                             jnp.arange(num_updates))
+        (state, replay, demo_replay), metrics = scan_updates(body, (state, replay, demo_replay), num_updates)
         return state, replay, demo_replay, jax.tree.map(jnp.mean, metrics)
     return jax.jit(seeding.over_seeds(updates_one, strategy, jit=False, mesh=mesh), donate_argnums=(0, 1, 2))
 

@@ -2,10 +2,12 @@
 episodes and updates, exact resume, and the fixed-length check."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from agents import tdmpc
+from core import episodic
 from core.episodic import EpisodicTrainer
 from core.offpolicy import LoopConfig
 
@@ -85,3 +87,38 @@ def test_an_episode_that_ends_early_is_a_clear_error(tmp_path):
     # The agent plans with its own seed phase: a loop with another one is refused.
     with pytest.raises(ValueError, match="num_seed_frames: the agent's config has 40000 but the loop's 2000"):
         EpisodicTrainer(tdmpc, tdmpc.config_for_task(TASK), tiny_loop(), str(tmp_path / "mismatch"))
+
+
+def test_pixel_updates_one_call_each_on_the_cpu_equal_one_scan(tmp_path, monkeypatch):
+    # On the CPU a pixel agent's updates are one jitted call each (XLA:CPU runs a convolution's gradient
+    # ~10-100x slower inside a scan: episodic.updates_per_call); update i keeps its step and keys, so 3 calls
+    # give the agents, priorities and metric means of one 3-update scan.
+    assert jax.default_backend() == "cpu"
+    assert episodic.updates_per_call(125, convolutional=True) == 1
+    assert episodic.updates_per_call(125, convolutional=False) == 125
+    pixels = dict(obs_type="pixels", image_size=40, frame_stack=2, latent_dim=8, mlp_dim=16, num_channels=4,
+                  enc_dim=8, num_samples=8, num_elites=2, iterations=1, batch_size=4, num_seed_frames=2000)
+    loop = tiny_loop(obs_type="pixels", image_size=40, frame_stack=2, batch_size=4)
+    config = tdmpc.config_for_task(TASK, **{**pixels, "action_repeat": loop.action_repeat})
+    rng = np.random.default_rng(0)
+    episode = (jnp.asarray(rng.integers(0, 256, (1, 126, 40, 40, 3)), jnp.uint8),
+               jnp.asarray(rng.uniform(-1, 1, (1, 125, 1)), jnp.float32),
+               jnp.asarray(rng.uniform(0, 1, (1, 125)), jnp.float32))
+
+    def three_updates(run_dir):
+        trainer = EpisodicTrainer(tdmpc, config, loop, str(run_dir))
+        try:
+            trainer.replays = trainer._add(trainer.replays, *episode)
+            trainer.step = 250
+            metrics = trainer.run_updates(3)
+            return jax.device_get((trainer.states, trainer.replays, metrics))
+        finally:
+            trainer.close()
+
+    calls = three_updates(tmp_path / "calls")
+    monkeypatch.setattr(episodic, "updates_per_call", lambda num_updates, convolutional: num_updates)
+    scan = three_updates(tmp_path / "scan")
+    assert int(calls[0].model_opt_state[1][0].count[0]) == 3  # three Adam steps of the model
+    assert np.any(calls[1].priority[0][0, :-5] != 1.0)  # priorities were written back
+    # separate programs: float rounding only (a shifted step or key changes the values by far more)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), calls, scan)
