@@ -2,6 +2,8 @@
 
     python scripts/plot.py runs/drqv2/cartpole_swingup/2026-11-30_12-00-00 [RUN_DIR ...] \
         --out plot.png [--reference-dir DIR] [--max-frames N] [--title T]
+    python scripts/plot.py runs/ppo/Hopper-v5/<timestamp> runs/props/Hopper-v5/<timestamp> \
+        --out hopper.png [--props-reference-dir DIR] [--final-table]
     python scripts/plot.py runs/drm/.../<timestamp> runs/drqv2/.../<timestamp> \
         --metric dormant_ratio --out beta.png [--bin-frames 10000] [--events]
 
@@ -9,8 +11,25 @@ Every run directory holds `config.json` (with "agent" and "task"). Runs are grou
 subplot per task. Within a task, all seeds of all given runs of the same agent are pooled into one
 curve: the mean over seeds with a 95% confidence band, mean +- 1.96 * std / sqrt(n).
 
---metric episode_reward (the default) plots evaluation returns from `eval.csv` beside the official
-DrQ-v2 curve of that task (`<reference-dir>/dmc_<task>.csv`), cut to the frames the pixax runs cover.
+--metric episode_reward (the default) plots evaluation returns from `eval.csv` beside official curves,
+cut to the frames the pixax runs cover (or --max-frames). The official curves live in subfolders of
+<repo>/../shared/reference, one per kind:
+- agents "ppo" and "props" (PROPS_ARM_BY_AGENT): the PROPS paper's arm "PPO" resp. "PROPS" from
+  `<props-reference-dir>/<Env>.csv` (default props-curves/; Env is the task without its -vN suffix,
+  Hopper-v5 -> Hopper.csv; the paper ran -v4), dashed in the agent's colour with its ci95 band. Its
+  timestep (environment steps, no action repeat) is compared with pixax's frame, which for these
+  agents equals the environment steps.
+- every other agent: the official DrQ-v2 curve `<reference-dir>/dmc_<task>.csv` (default drqv2-curves/),
+  pooled over its seeds like pixax's, dashed in black.
+A missing reference file draws no official curve; --reference-dir and --props-reference-dir replace
+the default folder of their kind.
+
+--final-table also prints a markdown table, one row per task and agent: pixax's last evaluation (mean
+over seeds of each seed's last eval return +- 1.96 * std(ddof=1) / sqrt(n), n, at which frame) and
+its mean return over training (all evaluations from step 0 on, per seed, then over seeds), beside the
+PROPS-paper arm's last row (mean_return +- ci95, n_seeds, timestep) and the mean of that arm's rows
+(approximate: the reference keeps at most 60 evaluations per arm). Agents without a PROPS-paper arm
+get "-" there. The table uses all logged evaluations; --max-frames cuts the figure only.
 
 Any other --metric is read from `updates.csv` (one row per update) if that file has the column,
 else from `metrics.csv` (one row per training episode). Per seed, the values are averaged within
@@ -27,8 +46,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
+import re
 import sys
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -41,11 +62,24 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
-# <repo>/../shared/reference/drqv2-curves, found from this file so the script runs from any cwd.
-DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "drqv2-curves"
+# `python scripts/plot.py` puts scripts/ on sys.path, not the repository root that `scripts.tables` needs.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.tables import markdown_table  # noqa: E402
+
+# <repo>/../shared/reference, found from this file so the script runs from any cwd; one subfolder per kind.
+DEFAULT_REFERENCE_ROOT = Path(__file__).resolve().parents[2] / "shared" / "reference"
+DRQV2_KIND = "drqv2"  # official DrQ-v2 curves, per seed: <folder>/dmc_<task>.csv
+PROPS_KIND = "props"  # PROPS-paper curves, per arm: <folder>/<Env>.csv
+REFERENCE_SUBDIRS = {DRQV2_KIND: "drqv2-curves", PROPS_KIND: "props-curves"}
+DEFAULT_REFERENCE_DIR = DEFAULT_REFERENCE_ROOT / REFERENCE_SUBDIRS[DRQV2_KIND]  # the DrQ-v2 folder, as before
+DEFAULT_PROPS_REFERENCE_DIR = DEFAULT_REFERENCE_ROOT / REFERENCE_SUBDIRS[PROPS_KIND]
+# The pixax agents compared with the PROPS paper, and the paper's arm each matches; all others with DrQ-v2.
+PROPS_ARM_BY_AGENT = {"ppo": "PPO", "props": "PROPS"}
+PROPS_REFERENCE_VERSION = "-v4"  # the PROPS paper's MuJoCo tasks (pixax runs -v5)
 
 EVAL_COLUMNS = ("seed", "frame", "episode_reward")  # the eval.csv columns a plot needs
-REFERENCE_COLUMNS = ("seed", "frame", "episode_reward")  # the reference columns a plot needs
+REFERENCE_COLUMNS = ("seed", "frame", "episode_reward")  # the DrQ-v2 reference columns a plot needs
+PROPS_REFERENCE_COLUMNS = ("arm", "timestep", "mean_return", "ci95", "n_seeds")  # the PROPS-paper columns
 CONFIDENCE_Z = 1.96  # two-sided 95% normal quantile
 RETURN_METRIC = "episode_reward"  # the default metric: evaluation returns from eval.csv
 METRIC_FILES = ("updates.csv", "metrics.csv")  # where any other metric is looked for, in this order
@@ -300,6 +334,60 @@ def load_reference(path: str | Path) -> dict[Hashable, dict[int, float]]:
     return curves
 
 
+def reference_kind(agent: str) -> str:
+    """Which official curves a pixax agent is drawn beside: PROPS_KIND for ppo/props, else DRQV2_KIND."""
+    return PROPS_KIND if agent in PROPS_ARM_BY_AGENT else DRQV2_KIND
+
+
+def props_reference_path(props_reference_dir: Path, task: str) -> Path:
+    """<props_reference_dir>/<Env>.csv of a pixax task: the task name without its -vN suffix (Hopper-v5 -> Hopper)."""
+    return props_reference_dir / f"{re.sub(r'-v[0-9]+$', '', task)}.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmCurve:
+    """One arm of a PROPS-paper curve file, rows in file order (timestep ascending)."""
+
+    arm: str
+    timestep: np.ndarray  # environment steps of the training env
+    mean_return: np.ndarray  # mean over seeds of each seed's mean evaluation return
+    ci95: np.ndarray  # 1.96 * std(ddof=1) / sqrt(n_seeds)
+    n_seeds: np.ndarray
+
+    def up_to(self, max_step: int) -> ArmCurve:
+        """The rows at timestep <= max_step."""
+        keep = self.timestep <= max_step
+        return ArmCurve(self.arm, self.timestep[keep], self.mean_return[keep], self.ci95[keep], self.n_seeds[keep])
+
+
+def load_props_reference(path: str | Path, arm: str) -> ArmCurve:
+    """Reads one arm (e.g. "PPO", "PROPS") of a PROPS-paper curve file (arm,timestep,mean_return,ci95,n_seeds)."""
+    path = Path(path)
+    rows = _read_csv_columns(path, PROPS_REFERENCE_COLUMNS, "PROPS reference file")
+    arm_rows = [(line_number, row) for line_number, row in enumerate(rows, start=2) if row["arm"] == arm]
+    if not arm_rows:
+        arms = list(dict.fromkeys(row["arm"] for row in rows))
+        raise SystemExit(f"PROPS reference file {path} has no arm {arm!r}; its arms are {arms}.")
+    columns: dict[str, list[float]] = {name: [] for name in PROPS_REFERENCE_COLUMNS[1:]}
+    for line_number, row in arm_rows:
+        try:
+            for name, values in columns.items():
+                values.append(float(row[name]))
+        except (TypeError, ValueError):
+            raise SystemExit(
+                f"{path} line {line_number}: {', '.join(columns)} must be numbers, got "
+                + ", ".join(f"{name}={row[name]!r}" for name in columns) + "."
+            ) from None
+    order = np.argsort(columns["timestep"], kind="stable")
+    return ArmCurve(
+        arm=arm,
+        timestep=np.array(columns["timestep"], dtype=np.int64)[order],
+        mean_return=np.array(columns["mean_return"])[order],
+        ci95=np.array(columns["ci95"])[order],
+        n_seeds=np.array(columns["n_seeds"], dtype=np.int64)[order],
+    )
+
+
 def clip_frames(curves: FramesBySeed, max_frame: int) -> dict[Hashable, dict[int, float]]:
     """Keeps the points at frames <= max_frame; seeds left with no point are dropped."""
     clipped = {
@@ -365,6 +453,16 @@ def _draw_curve(ax: plt.Axes, curves: FramesBySeed, label: str, **style) -> str:
     return line.get_color()
 
 
+def _draw_arm_curve(ax: plt.Axes, curve: ArmCurve, colour: str) -> None:
+    """Draws a PROPS-paper arm, dashed, with its ci95 band (nothing if the cut left no row)."""
+    if len(curve.timestep) == 0:
+        return
+    ax.plot(curve.timestep, curve.mean_return, color=colour, linestyle="--",
+            label=f"official {curve.arm} (PROPS paper, {PROPS_REFERENCE_VERSION})")
+    ax.fill_between(curve.timestep, curve.mean_return - curve.ci95, curve.mean_return + curve.ci95,
+                    color=colour, alpha=0.1, linewidth=0)
+
+
 def plot_tasks(
     runs_by_task: Mapping[str, Mapping[str, FramesBySeed]],
     reference_dir: Path | None,
@@ -372,12 +470,16 @@ def plot_tasks(
     title: str | None = None,
     metric: str = RETURN_METRIC,
     perturb_frames_by_task: Mapping[str, Mapping[str, Sequence[int]]] | None = None,
+    props_reference_dir: Path | None = None,
 ) -> Figure:
     """One subplot per task: each pixax agent's pooled curve of `metric`.
 
-    For the return metric, the official DrQ-v2 curve is added if its file exists. For other
-    metrics, perturb_frames_by_task ({task: {agent: frames}}) adds dotted vertical lines in the
-    agent's colour (agents without a curve in that task are left out).
+    For the return metric, official curves are added where their files exist, cut to the frames
+    drawn: for ppo/props agents the matching PROPS-paper arm (PROPS_ARM_BY_AGENT) from
+    props_reference_dir/<Env>.csv, dashed in the agent's colour with its ci95 band; if any other
+    agent is in the subplot, the official DrQ-v2 curve from reference_dir/dmc_<task>.csv, dashed in
+    black. For other metrics, perturb_frames_by_task ({task: {agent: frames}}) adds dotted vertical
+    lines in the agent's colour (agents without a curve in that task are left out).
     """
     n_tasks = len(runs_by_task)
     n_cols = min(3, n_tasks)
@@ -395,11 +497,18 @@ def plot_tasks(
 
         x_end = max_frames or max(max(c) for curves in runs_by_agent.values() for c in curves.values())
         if metric == RETURN_METRIC:
+            kinds = {reference_kind(agent) for agent in runs_by_agent}
             reference_path = reference_dir / f"dmc_{task}.csv" if reference_dir is not None else None
-            if reference_path is not None and reference_path.is_file():
+            if DRQV2_KIND in kinds and reference_path is not None and reference_path.is_file():
                 reference = clip_frames(load_reference(reference_path), x_end)
                 if reference:
                     _draw_curve(ax, reference, "official DrQ-v2", color="black", linestyle="--")
+            props_path = props_reference_path(props_reference_dir, task) if props_reference_dir is not None else None
+            if PROPS_KIND in kinds and props_path is not None and props_path.is_file():
+                for agent in runs_by_agent:
+                    if reference_kind(agent) == PROPS_KIND:
+                        arm_curve = load_props_reference(props_path, PROPS_ARM_BY_AGENT[agent]).up_to(x_end)
+                        _draw_arm_curve(ax, arm_curve, colour_by_agent[agent])
         elif perturb_frames_by_task:
             for agent, frames in perturb_frames_by_task.get(task, {}).items():
                 if agent not in colour_by_agent:
@@ -423,6 +532,69 @@ def plot_tasks(
     return fig
 
 
+def final_evaluation(curves: FramesBySeed) -> tuple[float, float, int, int, int]:
+    """Each seed's last evaluation, pooled: (mean, 95% half width, n seeds, first and last of the seeds' last frames).
+
+    The half width is 1.96 * std(ddof=1) / sqrt(n), 0 for one seed. Seeds of a run still in progress may
+    have stopped at different frames; the last two values show that range.
+    """
+    if not curves:
+        raise ValueError("final_evaluation needs at least one seed's curve, got none.")
+    last_frames = [max(curve) for curve in curves.values()]
+    returns = np.array([curve[frame] for curve, frame in zip(curves.values(), last_frames)])
+    n = len(returns)
+    half_width = CONFIDENCE_Z * returns.std(ddof=1) / math.sqrt(n) if n > 1 else 0.0
+    return float(returns.mean()), float(half_width), n, min(last_frames), max(last_frames)
+
+
+def mean_over_training(curves: FramesBySeed) -> float:
+    """Per seed the mean of all its evaluations (step 0 included), then the mean over seeds."""
+    return float(np.mean([np.mean(list(curve.values())) for curve in curves.values()]))
+
+
+def final_table(
+    runs_by_task: Mapping[str, Mapping[str, FramesBySeed]], props_reference_dir: Path | None
+) -> str:
+    """A markdown table, one row per task and agent: pixax's last evaluation and mean return over training
+    beside the matching PROPS-paper arm's (its last row, and the mean of its rows), followed by notes.
+
+    Agents without a PROPS-paper arm, or tasks without a file in props_reference_dir, get "-" there.
+    """
+    rows = [["task", "agent", "official arm", "pixax final", "n", "at step", "official final", "n", "at step",
+             "pixax mean over training", "official mean over training"]]
+    for task, runs_by_agent in runs_by_task.items():
+        props_path = props_reference_path(props_reference_dir, task) if props_reference_dir is not None else None
+        for agent, curves in runs_by_agent.items():
+            mean, half_width, n, first_last, last_last = final_evaluation(curves)
+            steps = f"{last_last}" if first_last == last_last else f"{first_last}-{last_last}"
+            official = ["-"] * 5
+            if agent in PROPS_ARM_BY_AGENT and props_path is not None and props_path.is_file():
+                arm = load_props_reference(props_path, PROPS_ARM_BY_AGENT[agent])
+                official = [arm.arm, f"{arm.mean_return[-1]:.1f} ± {arm.ci95[-1]:.1f}", f"{arm.n_seeds[-1]}",
+                            f"{arm.timestep[-1]}", f"{arm.mean_return.mean():.1f}"]
+            rows.append([task, agent, official[0], f"{mean:.1f} ± {half_width:.1f}", f"{n}", steps, *official[1:4],
+                         f"{mean_over_training(curves):.1f}", official[4]])
+    notes = [
+        "pixax final: mean over seeds of each seed's last evaluation ± 1.96·std(ddof=1)/√n; at step: the seeds' "
+        "last evaluation frame (= environment steps for ppo/props; a range if the seeds differ).",
+        f"official: the PROPS paper's arm on {PROPS_REFERENCE_VERSION} tasks, its last row (mean_return ± ci95, "
+        "n_seeds, timestep).",
+        "mean over training: every evaluation from step 0 on, averaged per seed, then over seeds; the official "
+        "one averages the reference rows, which keep at most 60 evaluations per arm, so it is approximate.",
+    ]
+    return markdown_table(rows, text_columns=3) + "\n\n" + "\n".join(f"- {note}" for note in notes)
+
+
+def _reference_folder(given: str | None, default: Path) -> Path | None:
+    """The folder given on the command line (checked by main), else `default` if it exists, else None with a note."""
+    if given is not None:
+        return Path(given)
+    if default.is_dir():
+        return default
+    print(f"note: no reference folder at {default}; its official curves are left out.", file=sys.stderr)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Plot pixax eval curves, or any logged metric, over frames (mean and 95% band over "
@@ -433,7 +605,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--reference-dir",
         default=None,
-        help=f"folder of dmc_<task>.csv official curves (default: {DEFAULT_REFERENCE_DIR})",
+        help="folder of the official DrQ-v2 curves dmc_<task>.csv, drawn beside every agent other than "
+        f"{'/'.join(PROPS_ARM_BY_AGENT)} (default: {DEFAULT_REFERENCE_DIR})",
+    )
+    parser.add_argument(
+        "--props-reference-dir",
+        default=None,
+        help="folder of the PROPS-paper curves <Env>.csv (arm,timestep,mean_return,ci95,n_seeds), drawn beside "
+        f"{', '.join(f'{agent} (arm {arm})' for agent, arm in PROPS_ARM_BY_AGENT.items())} "
+        f"(default: {DEFAULT_PROPS_REFERENCE_DIR})",
+    )
+    parser.add_argument(
+        "--final-table",
+        action="store_true",
+        help="also print a markdown table per task and agent: the last evaluation and the mean return over "
+        "training, beside the PROPS-paper arm's",
     )
     parser.add_argument("--max-frames", type=int, default=None, help="cut every curve at this frame")
     parser.add_argument("--title", default=None, help="figure title")
@@ -464,26 +650,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     plots_returns = args.metric == RETURN_METRIC
     if args.events and plots_returns:
         print(f"note: --events is drawn only for metrics other than {RETURN_METRIC}; ignoring it.", file=sys.stderr)
-    if not plots_returns:
-        reference_dir = None  # the official curves hold returns only
-    elif args.reference_dir is not None:
-        reference_dir = Path(args.reference_dir)
-        if not reference_dir.is_dir():
-            raise SystemExit(f"--reference-dir {reference_dir} is not a folder.")
-    elif DEFAULT_REFERENCE_DIR.is_dir():
-        reference_dir = DEFAULT_REFERENCE_DIR
-    else:
-        print(f"note: no reference folder at {DEFAULT_REFERENCE_DIR}; plotting pixax only.", file=sys.stderr)
-        reference_dir = None
+    if args.final_table and not plots_returns:
+        raise SystemExit(f"--final-table compares evaluation returns: use it with --metric {RETURN_METRIC}.")
+    for flag, given in (("--reference-dir", args.reference_dir), ("--props-reference-dir", args.props_reference_dir)):
+        if given is not None and not Path(given).is_dir():
+            raise SystemExit(f"{flag} {given} is not a folder.")
 
     runs_by_task = collect_runs(args.run_dirs, args.metric, args.bin_frames)
+    kinds = {reference_kind(agent) for runs_by_agent in runs_by_task.values() for agent in runs_by_agent}
+    reference_dir = props_reference_dir = None  # the official curves hold returns only
+    if plots_returns and DRQV2_KIND in kinds:
+        reference_dir = _reference_folder(args.reference_dir, DEFAULT_REFERENCE_DIR)
+    if plots_returns and PROPS_KIND in kinds:
+        props_reference_dir = _reference_folder(args.props_reference_dir, DEFAULT_PROPS_REFERENCE_DIR)
     perturb_frames = collect_perturb_frames(args.run_dirs) if args.events and not plots_returns else None
-    fig = plot_tasks(runs_by_task, reference_dir, args.max_frames, args.title, args.metric, perturb_frames)
+    fig = plot_tasks(runs_by_task, reference_dir, args.max_frames, args.title, args.metric, perturb_frames,
+                     props_reference_dir)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     print(f"wrote {out}")
+    if args.final_table:
+        print()
+        print(final_table(runs_by_task, props_reference_dir))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared test settings for CI's two workers.
+"""Shared test settings for CI's workers (three, on two cores: README).
 
 * XLA's CPU compiler runs without LLVM's optimizations (FAST_COMPILE_XLA_FLAGS): most tests spend more time
   compiling their programs than running them, and this compiles them in ~60% of the time (the programs,

@@ -14,6 +14,7 @@ from scripts import plot
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_REFERENCE = Path("/work/shared/reference/drqv2-curves/dmc_cartpole_swingup.csv")
+REAL_PROPS_HOPPER = Path("/work/shared/reference/props-curves/Hopper.csv")
 EVAL_HEADER = ["seed", "step", "frame", "episode_reward", "episode_length", "wall_time"]
 
 
@@ -362,3 +363,179 @@ def test_main_plots_metric_with_events_to_png(drm_and_drqv2, tmp_path, capsys):
     assert str(drqv2) in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--bin-frames must be a positive"):
         plot.main([str(drm), "--metric", "dormant_ratio", "--out", str(out), "--bin-frames", "0"])
+
+
+# --- PPO / PROPS beside the PROPS paper's curves (--props-reference-dir, --final-table) ------------
+
+PROPS_HEADER = ["arm", "timestep", "mean_return", "ci95", "n_seeds"]
+
+
+def write_props_reference(path: Path, rows_by_arm: dict[str, list[tuple[int, float, float, int]]]) -> Path:
+    """Writes a PROPS-paper curve file: one (timestep, mean_return, ci95, n_seeds) row per evaluation and arm."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(PROPS_HEADER)
+        for arm, rows in rows_by_arm.items():
+            writer.writerows([arm, *row] for row in rows)
+    return path
+
+
+@pytest.fixture
+def props_reference_dir(tmp_path):
+    """Hopper.csv with PPO at 0..3000 (beyond the runs' 2000), PROPS on its own grid, and a PPO-BUFFER arm."""
+    folder = tmp_path / "props-curves"
+    write_props_reference(folder / "Hopper.csv", {
+        "PPO": [(0, 100.0, 5.0, 3), (1000, 200.0, 6.0, 3), (2000, 300.0, 7.0, 3), (3000, 400.0, 8.0, 3)],
+        "PPO-BUFFER": [(0, 1.0, 1.0, 3), (3000, 2.0, 1.0, 3)],
+        "PROPS": [(0, 50.0, 1.0, 2), (1500, 60.0, 2.0, 2), (2500, 90.0, 4.5, 2)],
+    })
+    return folder
+
+
+@pytest.fixture
+def ppo_and_props(tmp_path):
+    """A ppo run (2 seeds, last evaluated at 2000) and a props run whose seeds stop at 1000 and 2000, on Hopper-v5."""
+    ppo = write_run(tmp_path / "runs/ppo/Hopper-v5/a", "ppo", "Hopper-v5",
+                    {0: {0: 10.0, 1000: 30.0, 2000: 50.0}, 1: {0: 20.0, 1000: 40.0, 2000: 70.0}})
+    props = write_run(tmp_path / "runs/props/Hopper-v5/b", "props", "Hopper-v5",
+                      {0: {0: 5.0, 1000: 15.0}, 1: {0: 7.0, 1000: 9.0, 2000: 21.0}})
+    return ppo, props
+
+
+def test_props_reference_path_drops_the_version_suffix(tmp_path):
+    assert plot.props_reference_path(tmp_path, "Hopper-v5") == tmp_path / "Hopper.csv"
+    assert plot.props_reference_path(tmp_path, "HalfCheetah-v4") == tmp_path / "HalfCheetah.csv"
+    assert plot.props_reference_path(tmp_path, "Walker2d") == tmp_path / "Walker2d.csv"
+    assert [plot.reference_kind(a) for a in ("ppo", "props", "drqv2")] == ["props", "props", "drqv2"]
+
+
+def test_load_props_reference_reads_one_arm(props_reference_dir):
+    curve = plot.load_props_reference(props_reference_dir / "Hopper.csv", "PROPS")
+    assert curve.arm == "PROPS"
+    np.testing.assert_array_equal(curve.timestep, [0, 1500, 2500])
+    np.testing.assert_allclose(curve.mean_return, [50.0, 60.0, 90.0])
+    np.testing.assert_allclose(curve.ci95, [1.0, 2.0, 4.5])
+    np.testing.assert_array_equal(curve.n_seeds, [2, 2, 2])
+    cut = curve.up_to(1500)
+    np.testing.assert_array_equal(cut.timestep, [0, 1500])
+    np.testing.assert_allclose(cut.ci95, [1.0, 2.0])
+
+
+def test_props_reference_errors_name_the_file_and_what_is_valid(props_reference_dir, tmp_path):
+    path = props_reference_dir / "Hopper.csv"
+    with pytest.raises(SystemExit) as error:
+        plot.load_props_reference(path, "PPO-PRIVILEGED")
+    message = str(error.value)
+    assert str(path) in message and "'PPO-PRIVILEGED'" in message
+    assert "['PPO', 'PPO-BUFFER', 'PROPS']" in message  # the arms the file has
+
+    no_ci = tmp_path / "NoCi.csv"
+    no_ci.write_text("arm,timestep,mean_return,n_seeds\nPPO,0,1.0,3\n")
+    with pytest.raises(SystemExit) as error:
+        plot.load_props_reference(no_ci, "PPO")
+    message = str(error.value)
+    assert str(no_ci) in message and "['ci95']" in message and "n_seeds" in message
+
+    bad_number = tmp_path / "Bad.csv"
+    bad_number.write_text("arm,timestep,mean_return,ci95,n_seeds\nPPO,0,1.0,0.5,3\nPPO,10,oops,0.5,3\n")
+    with pytest.raises(SystemExit, match="line 3") as error:
+        plot.load_props_reference(bad_number, "PPO")
+    assert str(bad_number) in str(error.value) and "'oops'" in str(error.value)
+
+
+def test_ppo_and_props_are_drawn_beside_their_official_arms(ppo_and_props, props_reference_dir, reference_dir):
+    ppo, props = ppo_and_props
+    runs = plot.collect_runs([ppo, props])
+    fig = plot.plot_tasks(runs, reference_dir, props_reference_dir=props_reference_dir)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "pixax ppo (2 seeds)",
+        "pixax props (2 seeds)",
+        "official PPO (PROPS paper, -v4)",
+        "official PROPS (PROPS paper, -v4)",
+    ]  # no DrQ-v2 curve (and no PPO-BUFFER) beside on-policy agents
+    pixax_ppo, pixax_props, official_ppo, official_props = ax.get_lines()
+    # cut to the runs' last frame, 2000: PPO's 3000 and PROPS' 2500 are left out
+    np.testing.assert_array_equal(official_ppo.get_xdata(), [0, 1000, 2000])
+    np.testing.assert_allclose(official_ppo.get_ydata(), [100.0, 200.0, 300.0])
+    np.testing.assert_array_equal(official_props.get_xdata(), [0, 1500])
+    np.testing.assert_allclose(official_props.get_ydata(), [50.0, 60.0])
+    assert official_ppo.get_color() == pixax_ppo.get_color() and official_ppo.get_linestyle() == "--"
+    assert official_props.get_color() == pixax_props.get_color() and official_props.get_linestyle() == "--"
+    # the last two bands are the official ci95 bands: PPO spans 100 - 5 .. 300 + 7, PROPS 50 - 1 .. 60 + 2
+    ppo_band, props_band = ax.collections[-2:]
+    ppo_y, props_y = ppo_band.get_paths()[0].vertices[:, 1], props_band.get_paths()[0].vertices[:, 1]
+    assert (ppo_y.min(), ppo_y.max()) == pytest.approx((95.0, 307.0))
+    assert (props_y.min(), props_y.max()) == pytest.approx((49.0, 62.0))
+    plot.plt.close(fig)
+
+    # ppo alone gets the PPO arm only; without the folder no official curve is drawn
+    fig = plot.plot_tasks(plot.collect_runs([ppo]), None, props_reference_dir=props_reference_dir)
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == [
+        "pixax ppo (2 seeds)", "official PPO (PROPS paper, -v4)"]
+    plot.plt.close(fig)
+    fig = plot.plot_tasks(plot.collect_runs([ppo]), reference_dir, props_reference_dir=None)
+    assert len(fig.axes[0].get_lines()) == 1
+    plot.plt.close(fig)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The cells of a markdown table's body rows (the lines after the |---| line, up to the first non-table line)."""
+    lines = text.splitlines()
+    body = []
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        body.append([cell.strip() for cell in line.strip("|").split("|")])
+    return body
+
+
+def test_final_table_against_hand_computed_values(ppo_and_props, props_reference_dir, two_runs):
+    ppo, props = ppo_and_props
+    text = plot.final_table(plot.collect_runs([ppo, props, two_runs[0]]), props_reference_dir)
+    assert text.splitlines()[0].split("|")[1].strip() == "task"
+    assert table_rows(text) == [
+        # ppo: last evaluations 50, 70 -> mean 60, std sqrt(200), half width 1.96 * sqrt(200) / sqrt(2) = 19.6;
+        # over training (10 + 30 + 50) / 3 = 30 and (20 + 40 + 70) / 3 = 43.33 -> 36.67.
+        # official PPO: last row 400 +- 8 (3 seeds, 3000); rows (100 + 200 + 300 + 400) / 4 = 250.
+        ["Hopper-v5", "ppo", "PPO", "60.0 ± 19.6", "2", "2000", "400.0 ± 8.0", "3", "3000", "36.7", "250.0"],
+        # props: last evaluations 15 (at 1000), 21 (at 2000) -> mean 18, std sqrt(18), half width 1.96 * 3 = 5.88;
+        # over training (5 + 15) / 2 = 10 and (7 + 9 + 21) / 3 = 12.33 -> 11.17.
+        # official PROPS: last row 90 +- 4.5 (2 seeds, 2500); rows (50 + 60 + 90) / 3 = 66.67.
+        ["Hopper-v5", "props", "PROPS", "18.0 ± 5.9", "2", "1000-2000", "90.0 ± 4.5", "2", "2500", "11.2", "66.7"],
+        # drqv2 has no PROPS-paper arm: last evaluations 5, 9 -> 7 +- 1.96 * sqrt(8) / sqrt(2) = 3.92; over
+        # training (1 + 3 + 5) / 3 = 3 and (3 + 7 + 9) / 3 = 6.33 -> 4.67.
+        ["cartpole_swingup", "drqv2", "-", "7.0 ± 3.9", "2", "2000", "-", "-", "-", "4.7", "-"],
+    ]
+    assert "at most 60 evaluations" in text and "approximate" in text
+    # without the reference folder the official cells are "-"
+    assert table_rows(plot.final_table(plot.collect_runs([ppo]), None))[0][2:] == [
+        "-", "60.0 ± 19.6", "2", "2000", "-", "-", "-", "36.7", "-"]
+
+
+def test_main_prints_final_table_and_rejects_it_for_other_metrics(ppo_and_props, props_reference_dir, tmp_path,
+                                                                 capsys):
+    ppo, props = ppo_and_props
+    out = tmp_path / "onpolicy.png"
+    plot.main([str(ppo), str(props), "--out", str(out), "--props-reference-dir", str(props_reference_dir),
+               "--final-table"])
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    printed = capsys.readouterr().out
+    wrote, table = printed.split("\n\n", 1)
+    assert wrote == f"wrote {out}"
+    assert [row[:4] for row in table_rows(table)] == [["Hopper-v5", "ppo", "PPO", "60.0 ± 19.6"],
+                                                      ["Hopper-v5", "props", "PROPS", "18.0 ± 5.9"]]
+    with pytest.raises(SystemExit, match="--final-table"):
+        plot.main([str(ppo), "--out", str(out), "--metric", "critic_loss", "--final-table"])
+    with pytest.raises(SystemExit, match="--props-reference-dir .* is not a folder"):
+        plot.main([str(ppo), "--out", str(out), "--props-reference-dir", str(tmp_path / "missing")])
+
+
+@pytest.mark.skipif(not REAL_PROPS_HOPPER.is_file(), reason=f"{REAL_PROPS_HOPPER} is not on this machine")
+def test_official_props_hopper_last_rows_match_spec_table():
+    # spec model-offline-onpolicy-agents.md section 8.5, Hopper (1M): PPO 3121 +- 158, PROPS 3181 +- 163
+    for arm, (mean, ci) in {"PPO": (3121, 158), "PROPS": (3181, 163)}.items():
+        curve = plot.load_props_reference(REAL_PROPS_HOPPER, arm)
+        assert (round(curve.mean_return[-1]), round(curve.ci95[-1])) == (mean, ci)
+        assert curve.timestep[0] == 0 and curve.timestep[-1] == 983_040 and curve.n_seeds[-1] == 50
