@@ -2,8 +2,8 @@
 
 Everything that needs several devices runs in a subprocess with 4 forced CPU devices (the pytest process
 has one), one subprocess per part, each doing all its layouts:
-  (a) agent updates (tests/mesh_check.py): TD3 on 1x2, 1x4, 2x1, 2x2; DrQ-v2, DrM, DQN, Rainbow and TD-MPC
-      on 2x2 (2 seeds, batch 8) against each seed's update alone on one device; the programs with a data
+  (a) agent updates (tests/mesh_check.py): TD3 on 1x2, 1x4, 2x1, 2x2; DrQ-v2, DrM, DQN, Rainbow, TD-MPC and
+      MoDem on 2x2 (2 seeds, batch 8) against each seed's update alone on one device; the programs with a data
       axis of 2 or more hold an all-reduce (XLA really split the batch), those without one hold none;
   (b) loops: a short OffPolicyTrainer run (TD3 on Reacher-v5 from states) and a short EpisodicTrainer run
       (TD-MPC on cartpole_balance from states), 2 seeds, `--config.devices` "1" vs "2x2": the same final
@@ -40,7 +40,7 @@ UPDATE_ATOL = 1e-4  # (a): one update, see the module docstring
 LOOP_ATOL = 1e-4  # (b): ~200 updates and the episodes they act in
 
 AGENT_LAYOUTS = {"td3": ["1x2", "1x4", "2x1", "2x2"], "drqv2": ["2x2"], "drm": ["2x2"], "dqn": ["2x2"],
-                 "rainbow": ["2x2"], "tdmpc": ["2x2"]}
+                 "rainbow": ["2x2"], "tdmpc": ["2x2"], "modem": ["2x2"]}
 
 
 def run_on_four_devices(args, cwd, timeout=600) -> list:
