@@ -189,11 +189,16 @@ class EpisodicTrainer:
                 seeding.over_seeds(updates_one, self.strategy, jit=False, mesh=self.mesh), donate_argnums=(0, 1))
         keys = jax.vmap(lambda k: jax.random.fold_in(k, UPDATE_STREAM))(self.loop_keys)
         chunk_means = []
-        for offset in range(0, num_updates, chunk):
-            first = devices.put_seeds(np.full((self.num_seeds,), self.step + offset, np.int32), self.mesh)
+        for first in self.first_steps_of_calls(self.step, num_updates, chunk):
             self.states, self.replays, metrics = fn(self.states, self.replays, keys, first)
             chunk_means.append(metrics)
         return mean_of_chunks(chunk_means)
+
+    def first_steps_of_calls(self, first_step: int, num_updates: int, chunk: int):
+        """The first update step of each jitted call of `chunk` updates (first_step, first_step + chunk, ...),
+        per seed on the seeds' devices."""
+        for offset in range(0, num_updates, chunk):
+            yield devices.put_seeds(np.full((self.num_seeds,), first_step + offset, np.int32), self.mesh)
 
     # ----------------------------------------------------------------------------- episodes
     def collect(self, envs_, seeds, *, step: int, eval_mode: bool, record: bool = False):

@@ -183,8 +183,7 @@ class MoDemTrainer(EpisodicTrainer):
         chunk = updates_per_call(iterations, convolutional=True)
         fn = _bc_program(self.agent, config, self.strategy, horizon, chunk, self.mesh)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, BC_STREAM))(self.loop_keys)
-        for offset in range(0, iterations, chunk):
-            first = devices.put_seeds(np.full((self.num_seeds,), offset, np.int32), self.mesh)
+        for first in self.first_steps_of_calls(0, iterations, chunk):
             self.states, metrics = fn(self.states, self.demo_replays, keys, first)
         return devices.to_host(metrics)
 
@@ -213,8 +212,7 @@ class MoDemTrainer(EpisodicTrainer):
         fn = _updates_program(self.agent, self.agent_config, self.strategy, self.horizon, chunk, replace, self.mesh)
         keys = jax.vmap(lambda k: jax.random.fold_in(k, UPDATE_STREAM))(self.loop_keys)
         chunk_means = []
-        for offset in range(0, num_updates, chunk):
-            first = devices.put_seeds(np.full((self.num_seeds,), self.step + offset, np.int32), self.mesh)
+        for first in self.first_steps_of_calls(self.step, num_updates, chunk):
             self.states, self.replays, self.demo_replays, metrics = fn(self.states, self.replays,
                                                                        self.demo_replays, keys, first)
             chunk_means.append(metrics)
