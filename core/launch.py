@@ -28,7 +28,7 @@ from core.offpolicy import LoopConfig, OffPolicyTrainer, preflight
 
 SEED_STRATEGIES = ("auto", "map", "vmap", "unroll")
 OBS_TYPES = ("pixels", "states")
-ASYNC_ENVS = ("auto", "true", "false")
+AUTO_BOOL = ("auto", "true", "false")
 
 
 def base_config(agent_config_cls, task: str = "cartpole_swingup", obs: str = "pixels") -> config_dict.ConfigDict:
@@ -43,6 +43,8 @@ def base_config(agent_config_cls, task: str = "cartpole_swingup", obs: str = "pi
     c.video_size = 128
     c.seed_strategy = "auto"           # auto | map | vmap | unroll: how the seeds share one jitted program
     c.async_envs = "auto"              # auto | true | false: environments in subprocesses
+    c.frames_on_device = "auto"        # auto | true | false: pixel replay frames also on the accelerator
+    c.parallel_eval = 0                # evaluation episodes at once per seed; 0: auto (core/offpolicy.py)
     c.progress = True
     c.mw_double_reset = True           # Meta-World only: store the official trainer's second reset per episode
     add_device_flags(c)
@@ -102,9 +104,11 @@ def resolve(agent_module, config: config_dict.ConfigDict):
     seeds = parse_seeds(config.seeds)
     _choice("obs", config.obs, OBS_TYPES)
     _choice("seed_strategy", config.seed_strategy, SEED_STRATEGIES)
-    _choice("async_envs", str(config.async_envs).lower(), ASYNC_ENVS)
+    _choice("async_envs", str(config.async_envs).lower(), AUTO_BOOL)
+    _choice("frames_on_device", str(config.get("frames_on_device", "auto")).lower(), AUTO_BOOL)
     for name in ("checkpoint_every_frames", "video_size"):
         _positive(name, config[name])
+    _positive("parallel_eval", config.get("parallel_eval", 0), allow_zero=True)
     overrides = {k: v for k, v in config.agent.items() if v is not None}
     agent_config = agent_module.config_for_task(config.task, obs_type=config.obs, **overrides)
     a = agent_config
@@ -122,6 +126,9 @@ def resolve(agent_module, config: config_dict.ConfigDict):
         num_eval_episodes=a.num_eval_episodes, checkpoint_every_frames=config.checkpoint_every_frames,
         save_video=bool(config.save_video), video_size=config.video_size, seed_strategy=config.seed_strategy,
         async_envs={"auto": None, "true": True, "false": False}[str(config.async_envs).lower()],
+        frames_on_device={"auto": None, "true": True, "false": False}[
+            str(config.get("frames_on_device", "auto")).lower()],
+        parallel_eval=int(config.get("parallel_eval", 0)),
         progress=bool(config.progress), mw_double_reset=bool(config.mw_double_reset), devices=device_spec,
         reward_clip=getattr(a, "reward_clip", None), prioritized_replay=bool(getattr(a, "prioritized", False)),
         env_options=env_options(config.task, a))

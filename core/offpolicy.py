@@ -46,6 +46,7 @@ import psutil
 
 import envs
 from core import devices
+from core import frame_store
 from core import seeds as seeding
 from core.checkpoint import Checkpointer
 from core.logging import Logger
@@ -79,6 +80,12 @@ class LoopConfig:
     seed_strategy: str = "auto"  # how seeds share one program: "map" (lax.map), "vmap", "auto" (core/seeds.py)
     devices: str = "auto"  # auto | N | SxD: the (seed, data) device mesh (core/devices.py)
     async_envs: bool | None = None  # None: subprocesses when there are several seeds
+    # Pixels: a copy of the replay's frames on the accelerator, gathered there by the update
+    # (core/frame_store.py). None: where it fits in half the device memory, one device, not the CPU.
+    frames_on_device: bool | None = None
+    # Evaluation episodes played at once per seed, each in its own environment (subprocesses). 0: all of
+    # them where there are CPU cores for it and the agent is on an accelerator, else one at a time.
+    parallel_eval: int = 0
     progress: bool = True
     # DrM's train_mw.py resets Meta-World twice at every episode end and stores both resets (spec §2.7);
     # official default. No effect on other suites.
@@ -168,6 +175,32 @@ def check_finite(metric_means: dict, seeds, step: int, checkpoint_step) -> None:
                 f"before agent step {step}; {resume}")
 
 
+def eval_width(parallel_eval: int, num_eval_episodes: int, num_seeds: int) -> int:
+    """Evaluation episodes played at once per seed (LoopConfig.parallel_eval; 0 = auto: one per free CPU
+    core on an accelerator machine, one at a time on the CPU, where the cores run the agent)."""
+    if parallel_eval < 0:
+        raise ValueError(f"parallel_eval must be >= 0 (0 = auto), got {parallel_eval}")
+    if parallel_eval == 0:
+        cores = len(os.sched_getaffinity(0))
+        parallel_eval = 1 if jax.default_backend() == "cpu" else max(cores // num_seeds - 1, 1)
+    return max(min(parallel_eval, num_eval_episodes), 1)
+
+
+def use_device_frames(wanted: bool | None, obs_type: str, num_devices: int, need_bytes: int,
+                      device_bytes: int | None) -> bool:
+    """Whether the loop mirrors the replay's frames on the device (LoopConfig.frames_on_device): pixels
+    only, one device only; unset (None): where the copy takes at most half the device's memory
+    (device_bytes is None on the CPU, where the host already is the device)."""
+    if obs_type != "pixels" or wanted is False:
+        return False
+    if num_devices > 1:
+        if wanted:
+            raise ValueError(f"frames_on_device=True needs a single device, but the run's mesh has {num_devices}; "
+                             "leave it unset (or False) there: the frames stay on the host")
+        return False
+    return True if wanted else device_bytes is not None and need_bytes <= device_bytes // 2
+
+
 class OffPolicyTrainer:
     """Trains one agent module (create / act / update) on S seeds of one task."""
 
@@ -191,6 +224,10 @@ class OffPolicyTrainer:
                                     pad_first_frame=facts.stack_padding, proprio_shape=facts.proprio_shape,
                                     check_memory=False) for _ in cfg.seeds]
         self.samplers = [np.random.default_rng([seed, 1]) for seed in cfg.seeds]
+        self.frames = None  # a FrameStore when the replay's frames are mirrored on the device
+        if self._frames_on_device(facts.frame_shape, obs_space.dtype):
+            self.frames = frame_store.FrameStore(self.num_seeds, cfg.replay_capacity, facts.frame_shape,
+                                                 obs_space.dtype)
 
         keys = [jax.random.split(jax.random.PRNGKey(seed)) for seed in cfg.seeds]
         self.loop_keys = devices.put_seeds(jnp.stack([k[1] for k in keys]), self.mesh)
@@ -200,7 +237,10 @@ class OffPolicyTrainer:
 
         asynchronous = cfg.async_envs if cfg.async_envs is not None else self.num_seeds > 1
         self.train_envs = envs.make_vector(cfg.task, list(cfg.seeds), asynchronous=asynchronous, **env_kwargs(cfg))
-        self.eval_envs = envs.make_vector(cfg.task, list(cfg.seeds), asynchronous=asynchronous,
+        self.eval_width = eval_width(cfg.parallel_eval, cfg.num_eval_episodes, self.num_seeds)
+        self.eval_envs = envs.make_vector(cfg.task, [s for s in cfg.seeds for _ in range(self.eval_width)],
+                                          asynchronous=asynchronous or (self.eval_width > 1 and
+                                                                        cfg.async_envs is not False),
                                           **env_kwargs(cfg, evaluation=True))
         self.checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"))
         self.trace: list = []  # (step, {metric: (S,) device array}) of the updates not yet written
@@ -209,6 +249,12 @@ class OffPolicyTrainer:
         self.episode = np.zeros(self.num_seeds, np.int64)  # completed training episodes per seed
         self.eval_count = 0
         self.last_eval = float("nan")
+
+    def _frames_on_device(self, frame_shape: tuple, dtype) -> bool:
+        cfg = self.cfg
+        need = frame_store.store_bytes(self.num_seeds, cfg.replay_capacity, frame_shape, dtype)
+        return use_device_frames(cfg.frames_on_device, cfg.obs_type, 1 if self.mesh is None else self.mesh.size,
+                                 need, frame_store.device_memory_bytes())
 
     # ----------------------------------------------------------------------------- jitted steps
     def _build_steps(self):
@@ -233,19 +279,46 @@ class OffPolicyTrainer:
             trace = {k: v for k, v in metrics.items() if any(k == p or k.startswith(p + "/") for p in traced)}
             return state, totals, trace, priorities
 
+        def act_eval(state, obs, step, key, proprio, tick):
+            # obs: the seed's parallel evaluation episodes; a fresh key per evaluation step (tick)
+            extra = {} if proprio is None else {"proprio": proprio}
+            key = jax.random.fold_in(jax.random.fold_in(key, 2 * step), tick)
+            return agent.act(state, obs, step, key, eval_mode=True, **extra)
+
         # Acting has one observation per seed: seeds split over the mesh, nothing on "data".
         self._act = {mode: jax.jit(seeding.over_seeds(
             lambda s, o, t, k, p, mode=mode: act_one(s, o, t, k, p, mode), strategy, jit=False, mesh=mesh))
             for mode in (False, True)}
-        self._update = jax.jit(seeding.over_seeds(update_one, strategy, jit=False, mesh=mesh),
-                               donate_argnums=(0, 4))
+        self._act_eval = jax.jit(seeding.over_seeds(act_eval, strategy, jit=False, mesh=mesh))
+        update_seeds = seeding.over_seeds(update_one, strategy, jit=False, mesh=mesh)
+
+        def update_all(states, batch, steps, keys, totals, frames):
+            if frames is not None:  # the batch holds frame slots: gather the frames from the device copy
+                batch = {**{k: v for k, v in batch.items() if not k.endswith("_slots")},
+                         "obs": frame_store.gather(frames, batch["obs_slots"]),
+                         "next_obs": frame_store.gather(frames, batch["next_obs_slots"])}
+            return update_seeds(states, batch, steps, keys, totals)
+
+        self._update = jax.jit(update_all, donate_argnums=(0, 4))
 
     def act(self, obs: np.ndarray, eval_mode: bool, proprio: Optional[np.ndarray] = None) -> np.ndarray:
         """Actions (S, ...) of every seed for observations (S, ...), as a numpy array."""
-        steps = np.full((self.num_seeds,), self.step, np.int32)  # numpy: no eager JAX op per step
-        proprio = None if proprio is None else jnp.asarray(proprio, jnp.float32)
-        obs, steps, proprio = devices.put_seeds((jnp.asarray(obs), steps, proprio), self.mesh)
+        # numpy in, copied by the jitted call itself: an eager jnp.asarray per step cost ~5% of DrM's loop
+        steps = np.full((self.num_seeds,), self.step, np.int32)
+        proprio = None if proprio is None else np.asarray(proprio, np.float32)
+        obs, steps, proprio = devices.put_seeds((np.asarray(obs), steps, proprio), self.mesh)
         return devices.to_host(self._act[eval_mode](self.states, obs, steps, self.loop_keys, proprio))
+
+    def act_evaluation(self, obs: np.ndarray, proprio: Optional[np.ndarray], tick: int) -> np.ndarray:
+        """Evaluation actions (S * E, ...) for the observations (S * E, ...) of E parallel episodes per seed."""
+        n, width = self.num_seeds, self.eval_width
+        steps = np.full((n,), self.step, np.int32)
+        ticks = np.full((n,), tick, np.int32)
+        obs = np.asarray(obs).reshape(n, width, *obs.shape[1:])
+        proprio = None if proprio is None else np.asarray(proprio, np.float32).reshape(n, width, -1)
+        obs, steps, proprio, ticks = devices.put_seeds((obs, steps, proprio, ticks), self.mesh)
+        actions = devices.to_host(self._act_eval(self.states, obs, steps, self.loop_keys, proprio, ticks))
+        return actions.reshape(n * width, *actions.shape[2:])
 
     def _proprio(self, info: dict) -> Optional[np.ndarray]:
         """info["proprio"] of every environment, (S, *proprio_shape), or None for envs without it."""
@@ -256,17 +329,34 @@ class OffPolicyTrainer:
                                f"'proprio' entry")
         return np.asarray(info["proprio"], np.float32)
 
+    def store(self, seed_index: int, frame: np.ndarray, *args, first: bool = False, **kwargs) -> None:
+        """Adds one step (or with first=True, an episode's first frame) to seed i's replay, and its frame
+        to the device copy when there is one."""
+        replay = self.replays[seed_index]
+        if first:
+            replay.add_first(frame, **kwargs)
+        else:
+            replay.add(frame, *args, **kwargs)
+        if self.frames is not None:
+            self.frames.record(seed_index, replay.newest_slot, frame)
+
     def update(self, totals):
         stacked = self.cfg.obs_type != "pixels"
-        batch = [r.sample(g, self.cfg.batch_size, stacked=stacked) for r, g in zip(self.replays, self.samplers)]
+        on_device = self.frames is not None
+        if on_device:
+            self.frames.flush()
+        batch = [r.sample(g, self.cfg.batch_size, stacked=stacked, frame_slots=on_device)
+                 for r, g in zip(self.replays, self.samplers)]
         batch = {k: np.stack([b[k] for b in batch]) for k in batch[0]}
         indices = batch.pop("indices", None)  # prioritized replay: where the new priorities go
         batch = devices.put_batch(batch, self.mesh)  # (S, B, ...): seeds over "seed", rows over "data"
         steps = devices.put_seeds(np.full((self.num_seeds,), self.step, np.int32), self.mesh)
+        frames = self.frames.array if on_device else None
         if totals is None:  # the metric names are known only after the first update
-            shapes = jax.eval_shape(lambda: self._update(self.states, batch, steps, self.loop_keys, {})[1])
+            shapes = jax.eval_shape(lambda: self._update(self.states, batch, steps, self.loop_keys, {}, frames)[1])
             totals = devices.put_seeds(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), self.mesh)
-        self.states, totals, trace, priorities = self._update(self.states, batch, steps, self.loop_keys, totals)
+        self.states, totals, trace, priorities = self._update(self.states, batch, steps, self.loop_keys, totals,
+                                                              frames)
         if trace:  # kept on the device until the next flush, so the update loop never waits for it
             self.trace.append((self.step, trace))
         if indices is not None:  # the next sample must see them: this waits for the update
@@ -319,8 +409,10 @@ class OffPolicyTrainer:
     def restore(self) -> int:
         tree, meta = self.checkpointer.restore(self._checkpoint_tree())
         self.states = devices.put_seeds(tree["agent"], self.mesh)
-        for replay, arrays, scalars in zip(self.replays, tree["replay"], meta["replay"]):
+        for i, (replay, arrays, scalars) in enumerate(zip(self.replays, tree["replay"], meta["replay"])):
             replay.load_state_dict({**arrays, **scalars})
+            if self.frames is not None:
+                self.frames.upload(i, replay.state_dict()["frames"])
         for g, state in zip(self.samplers, meta["samplers"]):
             g.bit_generator.state = state
         self.step, self.eval_count, self.last_eval = meta["step"], meta["eval_count"], meta["last_eval"]
@@ -330,34 +422,42 @@ class OffPolicyTrainer:
     # ----------------------------------------------------------------------------- evaluation
     def evaluate(self, logger: Logger) -> None:
         cfg, n = self.cfg, self.num_seeds
+        if cfg.num_eval_episodes == 0:  # evaluation switched off (e.g. a throughput run): no NaN rows
+            return
+        width = self.eval_width  # episodes at once per seed: environment i * width + k plays seed i's
+        per_seed = lambda values: np.asarray(values, np.float64).reshape(n, width).sum(axis=1)  # noqa: E731
         totals, lengths, successes = np.zeros(n), np.zeros(n), np.zeros(n)
         has_success = False  # whether the env reports info["episode_success"]
         frames = [[] for _ in range(n)]
-        for ep in range(cfg.num_eval_episodes):
-            ep_seeds = [episode_seed(s, EVAL_EPISODE, self.eval_count * cfg.num_eval_episodes + ep)
-                        for s in cfg.seeds]
+        tick = 0  # evaluation steps so far: each gets its own key
+        for first in range(0, cfg.num_eval_episodes, width):
+            playing = min(width, cfg.num_eval_episodes - first)  # the last round may use fewer environments
+            ep_seeds = [episode_seed(s, EVAL_EPISODE, self.eval_count * cfg.num_eval_episodes + first + k)
+                        for s in cfg.seeds for k in range(width)]
             obs, info = self.eval_envs.reset(seed=ep_seeds)
             proprio = self._proprio(info)
-            done = np.zeros(n, bool)
-            record = cfg.save_video and ep == 0
+            done = np.tile(np.arange(width) >= playing, n)  # environments left out of this round: done
+            record = cfg.save_video and first == 0
             while not done.all():
-                if record:
-                    for i, frame in enumerate(self.eval_envs.call("render", cfg.video_size)):
-                        frames[i].append(frame)
-                action = np.asarray(self.act(obs, eval_mode=True, proprio=proprio))
+                if record:  # episode 0 of each seed
+                    rendered = self.eval_envs.call("render", cfg.video_size)
+                    for i in range(n):
+                        frames[i].append(rendered[i * width])
+                action = self.act_evaluation(obs, proprio, tick)
+                tick += 1
                 obs, reward, terminated, truncated, info = self.eval_envs.step(action)
                 proprio = self._proprio(info)
-                totals += np.where(done, 0.0, reward)
-                lengths += ~done
+                totals += per_seed(np.where(done, 0.0, reward))
+                lengths += per_seed(~done)
                 finished = (terminated | truncated) & ~done
                 if "episode_success" in info:  # the official metric of the episode so far
                     has_success = True
-                    successes += np.where(finished, np.asarray(info["episode_success"], np.float64), 0.0)
+                    successes += per_seed(np.where(finished, np.asarray(info["episode_success"], np.float64), 0.0))
                 done |= finished
                 ended = terminated | truncated  # also environments already done (their steps are ignored)
                 if ended.any() and not done.all():
                     # The others go on; an ended environment must not be stepped again, so it restarts
-                    # (its steps are ignored until the next evaluation episode resets it with its seed).
+                    # (its steps are ignored until the next evaluation round resets it with its seed).
                     obs, info = self.eval_envs.reset(options={"reset_mask": ended.copy()})
                     if proprio is not None:
                         proprio = _merge(ended, self._proprio(info), proprio)
@@ -412,8 +512,8 @@ class OffPolicyTrainer:
                     new_obs, info = self.train_envs.reset(seed=ep_seeds, options={"reset_mask": need_reset.copy()})
                     obs, proprio = _merge(need_reset, new_obs, obs), self._merged_proprio(need_reset, info, proprio)
                     for i in np.flatnonzero(need_reset):
-                        self.replays[i].add_first(newest_frame(obs[i], cfg.obs_type, self.frame_channels),
-                                                  proprio=None if proprio is None else proprio[i])
+                        self.store(i, newest_frame(obs[i], cfg.obs_type, self.frame_channels), first=True,
+                                   proprio=None if proprio is None else proprio[i])
                     if self.double_reset:
                         obs, proprio = self._second_reset(need_reset & (self.episode > 0), obs, proprio)
                     need_reset[:] = False
@@ -438,10 +538,9 @@ class OffPolicyTrainer:
                 proprio = self._proprio(info)
                 stored_reward = reward if cfg.reward_clip is None else np.clip(reward, -cfg.reward_clip, cfg.reward_clip)
                 for i in range(n):
-                    self.replays[i].add(newest_frame(obs[i], cfg.obs_type, self.frame_channels), action[i],
-                                        stored_reward[i],
-                                        discount[i], bool(terminated[i]), bool(truncated[i]),
-                                        proprio=None if proprio is None else proprio[i])
+                    self.store(i, newest_frame(obs[i], cfg.obs_type, self.frame_channels), action[i],
+                               stored_reward[i], discount[i], bool(terminated[i]), bool(truncated[i]),
+                               proprio=None if proprio is None else proprio[i])
                 ep_reward += reward
                 ep_length += 1
                 self.step += 1
@@ -498,9 +597,8 @@ class OffPolicyTrainer:
         obs, proprio = _merge(mask, new_obs, obs), self._merged_proprio(mask, info, proprio)
         zero_action = np.zeros(self.replays[0].action_shape, np.float32)
         for i in np.flatnonzero(mask):
-            self.replays[i].add(newest_frame(obs[i], self.cfg.obs_type, self.frame_channels), zero_action,
-                                0.0, 1.0, False, False,
-                                proprio=None if proprio is None else proprio[i], restart_stack=True)
+            self.store(i, newest_frame(obs[i], self.cfg.obs_type, self.frame_channels), zero_action,
+                       0.0, 1.0, False, False, proprio=None if proprio is None else proprio[i], restart_stack=True)
         return obs, proprio
 
     def close(self) -> None:

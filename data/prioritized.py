@@ -240,18 +240,18 @@ class PrioritizedFrameReplay(FrameReplay):
     # ------------------------------------------------------------------------------------- sampling
 
     def sample(self, rng: np.random.Generator, batch_size: int, stacked: bool = True, *,
-               stratified: bool = True) -> dict:
+               frame_slots: bool = False, stratified: bool = True) -> dict:
         """Draws `batch_size` valid starts with probability priority / total (see SumTree.sample for
         `stratified`) and returns FrameReplay's batch for them plus "indices" and "probabilities"."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if self._num_valid == 0:
-            return super().sample(rng, batch_size, stacked)  # raises FrameReplay's "no valid transition"
+            return super().sample(rng, batch_size, stacked, frame_slots=frame_slots)  # raises FrameReplay's "no valid transition"
         if self._tree.total <= 0.0:
             raise RuntimeError(f"all {self._num_valid} valid starts have priority 0, so none can be drawn; "
                                f"update_priorities must leave some priority > 0")
         slots = self._tree.sample(rng, int(batch_size), stratified=stratified)
-        batch = self._transitions(slots, stacked)
+        batch = self._transitions(slots, stacked, frame_slots)
         batch["indices"] = slots
         batch["probabilities"] = (self._tree.get(slots) / self._tree.total).astype(np.float32)
         return batch

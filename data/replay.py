@@ -292,12 +292,16 @@ class FrameReplay:
 
     # --------------------------------------------------------------------------------------- sampling
 
-    def sample(self, rng: np.random.Generator, batch_size: int, stacked: bool = True) -> dict:
+    def sample(self, rng: np.random.Generator, batch_size: int, stacked: bool = True, *,
+               frame_slots: bool = False) -> dict:
         """Draws `batch_size` transitions uniformly (with replacement) over the valid starts.
 
         With stacked=False, obs and next_obs keep the frames on their own axis, (batch, frame_stack,
         *frame_shape), oldest first: a plain gather, several times faster than interleaving the frames'
         channels on the host; `merge_frames` (e.g. on the accelerator) gives the stacked layout.
+        With frame_slots=True no frame is copied: "obs_slots" / "next_obs_slots" (batch, frame_stack)
+        int32 give the slots of those frames, oldest first, with `capacity` for a zero padding frame, for
+        a copy of the frames kept on the accelerator (`newest_slot` says where each added frame went).
         """
         batch_size = _positive_int("batch_size", batch_size)
         if self._num_valid == 0:
@@ -306,9 +310,16 @@ class FrameReplay:
                 f"next {self.nstep} step(s) written in its own episode (nstep_at_episode_end="
                 f"{self.nstep_at_episode_end!r}); add more steps before sampling")
         starts = self._valid_slots[rng.integers(0, self._num_valid, size=batch_size)]
-        return self._transitions(starts, stacked)
+        return self._transitions(starts, stacked, frame_slots)
 
-    def _transitions(self, starts: np.ndarray, stacked: bool = True) -> dict:
+    @property
+    def newest_slot(self) -> int:
+        """The slot of the entry added last (where its frame is stored)."""
+        if self._total_added == 0:
+            raise RuntimeError("nothing was added yet")
+        return (self._total_added - 1) % self.capacity
+
+    def _transitions(self, starts: np.ndarray, stacked: bool = True, frame_slots: bool = False) -> dict:
         """The batch of the given valid start slots (a subclass that chooses its starts calls this)."""
         batch_size = len(starts)
         window = self._window_len[starts]
@@ -322,15 +333,18 @@ class FrameReplay:
             reward += np.where(inside, discount * self._rewards[step], 0.0)
             discount = np.where(inside, discount * self.discount * self._env_discounts[step], discount)
 
-        observations = self._stacked_observations if stacked else self._frame_sequences
         next_slots = (starts + window) % self.capacity
         batch = {
-            "obs": observations(starts),
             "action": self._actions[(starts + 1) % self.capacity],
             "reward": reward.astype(np.float32),
             "discount": discount.astype(np.float32),
-            "next_obs": observations(next_slots),
         }
+        if frame_slots:
+            batch["obs_slots"], batch["next_obs_slots"] = self._padded_frame_slots(starts), \
+                self._padded_frame_slots(next_slots)
+        else:
+            observations = self._stacked_observations if stacked else self._frame_sequences
+            batch["obs"], batch["next_obs"] = observations(starts), observations(next_slots)
         if self.proprio_shape is not None:
             batch["proprio"] = self._proprio[starts]
             batch["next_proprio"] = self._proprio[next_slots]
@@ -349,6 +363,13 @@ class FrameReplay:
             if not padding.any():
                 padding = None
         return (slots[:, None] - back) % self.capacity, padding
+
+    def _padded_frame_slots(self, slots: np.ndarray) -> np.ndarray:
+        """_frame_slots with the zero-padding frames pointed at slot `capacity` (the zero frame)."""
+        frame_slots, padding = self._frame_slots(slots)
+        if padding is not None:
+            frame_slots = np.where(padding, self.capacity, frame_slots)
+        return frame_slots.astype(np.int32)
 
     def _frame_sequences(self, slots: np.ndarray) -> np.ndarray:
         frame_slots, padding = self._frame_slots(slots)

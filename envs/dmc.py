@@ -28,6 +28,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from dm_control import suite
+from dm_control.mujoco import engine
 
 from envs.common import OBS_TYPES, FrameStack, check_arguments  # noqa: F401
 
@@ -120,6 +121,9 @@ class DMCEnv(gym.Env):
         self._env = suite.load(
             domain, task_name, task_kwargs={"random": seed}, visualize_reward=False
         )
+        # (size, physics) -> a dm_control Camera kept for every later frame: physics.render builds a new
+        # Camera (and MuJoCo scene) per call, which took ~18% of DrM's training loop on an H200.
+        self._cameras: dict = {}
         # One rendered frame per agent step, for evaluation videos played at real-time speed.
         agent_step_seconds = self._env.control_timestep() * self.action_repeat
         self.metadata = {**self.metadata, "render_fps": round(1.0 / agent_step_seconds)}
@@ -207,10 +211,15 @@ class DMCEnv(gym.Env):
         (640x480 unless the task's XML says otherwise).
         """
         size = self.image_size if size is None else int(size)
-        return self._env.physics.render(height=size, width=size, camera_id=self.camera_id)
+        physics = self._env.physics
+        camera = self._cameras.get(size)
+        if camera is None or camera[0] is not physics:  # a task may rebuild its physics
+            camera = self._cameras[size] = (physics, engine.Camera(physics, size, size, self.camera_id))
+        return camera[1].render().copy()  # the camera reuses its buffer for the next frame
 
     def close(self) -> None:
         """Frees the MuJoCo rendering contexts."""
+        self._cameras.clear()
         self._env.physics.free()
 
     # ------------------------------------------------------------------ helpers

@@ -248,10 +248,11 @@ def agent_module(name: str):
     return {"drqv2": drqv2, "drm": drm}[name]
 
 
-def make_config(name: str, args: argparse.Namespace):
-    """pixax's config of the agent for --task at the benchmark's shapes."""
+def make_config(name: str, args: argparse.Namespace, compute_dtype: str = "float32"):
+    """pixax's config of the agent for --task at the benchmark's shapes (and a pixax compute dtype)."""
     return agent_module(name).config_for_task(args.task, batch_size=args.batch_size, image_size=args.image_size,
-                                              hidden_dim=args.hidden_dim, feature_dim=args.feature_dim)
+                                              hidden_dim=args.hidden_dim, feature_dim=args.feature_dim,
+                                              compute_dtype=compute_dtype)
 
 
 def official_kwargs(name: str, config) -> Dict[str, Any]:
@@ -371,6 +372,11 @@ class OfficialSide(tables.DriverProcess):
 # ----------------------------------------------------------------------------------------------
 
 
+def pixax_label(dtype: str, kind: str) -> str:
+    """A pixax row's name: its batch kind, and its compute dtype when not float32."""
+    return f"pixax{'' if dtype == 'float32' else ' ' + dtype} ({kind} batch)"
+
+
 def rate(records: Sequence[Dict[str, Any]]) -> float:
     """Calls per second over a side's timed rounds."""
     return sum(r["count"] for r in records) / sum(r["seconds"] for r in records)
@@ -399,8 +405,10 @@ def measure_agent(name: str, args: argparse.Namespace, env_steps_per_s: Optional
     print(f"\n{name}: batch {config.batch_size}, {config.image_size}x{config.image_size}x{3 * config.frame_stack}, "
           f"feature {config.feature_dim}, hidden {config.hidden_dim}, action dim {args.action_dim}, step {args.step}; "
           f"{args.rounds} rounds of {args.iters} updates + {args.act_iters} acts per side", flush=True)
-    pixax = PixaxSide(name, config, args.action_dim, batch, args)
-    print(f"  pixax: first update (compile) {pixax.compile_seconds:.1f} s", flush=True)
+    pixaxes = {dtype: PixaxSide(name, make_config(name, args, dtype), args.action_dim, batch, args)
+               for dtype in args.compute_dtypes}
+    for dtype, pixax in pixaxes.items():
+        print(f"  pixax {dtype}: first update (compile) {pixax.compile_seconds:.1f} s", flush=True)
 
     officials: List[OfficialSide] = []
     with tempfile.TemporaryDirectory(prefix=f"{name}_bench_batch_") as folder:
@@ -422,17 +430,19 @@ def measure_agent(name: str, args: argparse.Namespace, env_steps_per_s: Optional
                           f"{setup['obs_shape']}, repr_dim {setup['repr_dim']}; shims: "
                           f"{', '.join(setup['shims']) or 'none'}", flush=True)
 
-            sides = [(f"pixax ({kind} batch)", kind) for kind in args.pixax_batch]
+            sides = [(pixax_label(dtype, kind), (dtype, kind)) for dtype in args.compute_dtypes
+                     for kind in args.pixax_batch]
             sides += [(f"official ({o.threads} thr)", o) for o in officials]
             updates: Dict[str, List[Dict[str, Any]]] = {label: [] for label, _ in sides}
             acts: Dict[str, List[Dict[str, Any]]] = {label: [] for label, _ in sides}
             for round_index in range(args.rounds):
                 order = sides if round_index % 2 == 0 else sides[::-1]
                 for label, side in order:
-                    if isinstance(side, str):  # a pixax batch kind
-                        updates[label].append(pixax.update_round(args.iters, side))
-                        if side == args.pixax_batch[0]:  # pixax's act does not depend on the batch kind
-                            acts[label].append(pixax.act_round(args.act_iters))
+                    if isinstance(side, tuple):  # a pixax (compute dtype, batch kind)
+                        dtype, kind = side
+                        updates[label].append(pixaxes[dtype].update_round(args.iters, kind))
+                        if kind == args.pixax_batch[0]:  # pixax's act does not depend on the batch kind
+                            acts[label].append(pixaxes[dtype].act_round(args.act_iters))
                     else:
                         updates[label].append(side.update_round(args.iters))
                         acts[label].append(side.act_round(args.act_iters))
@@ -444,11 +454,10 @@ def measure_agent(name: str, args: argparse.Namespace, env_steps_per_s: Optional
             for official in officials:
                 official.kill()
 
-    pixax_acts = acts[sides[0][0]]
     rows = []
     for label, side in sides:
-        is_pixax = isinstance(side, str)
-        act_rate = rate(pixax_acts if is_pixax else acts[label])
+        is_pixax = isinstance(side, tuple)
+        act_rate = rate(acts[pixax_label(side[0], args.pixax_batch[0])] if is_pixax else acts[label])
         rows.append({"implementation": label, "updates_per_s": rate(updates[label]), "acts_per_s": act_rate,
                      "round_rates": rate_per_round(updates[label])})
     official_rows = [row for row in rows if row["implementation"].startswith("official")]
@@ -464,9 +473,12 @@ def measure_agent(name: str, args: argparse.Namespace, env_steps_per_s: Optional
                                       "feature_dim": config.feature_dim, "hidden_dim": config.hidden_dim,
                                       "action_repeat": config.action_repeat,
                                       "update_every_steps": config.update_every_steps},
-            "pixax_compile_seconds": pixax.compile_seconds, "rows": rows,
+            "pixax_compile_seconds": pixaxes[args.compute_dtypes[0]].compile_seconds,
+            "pixax_compile_seconds_by_dtype": {dtype: side.compile_seconds for dtype, side in pixaxes.items()},
+            "rows": rows,
             "official_setup": {f"official ({o.threads} thr)": o.setup for o in officials},
-            "last_metrics": {"pixax": pixax.last_metrics(), **{k: v["last_metrics"] for k, v in finals.items()}}}
+            "last_metrics": {**{f"pixax {dtype}": side.last_metrics() for dtype, side in pixaxes.items()},
+                             **{k: v["last_metrics"] for k, v in finals.items()}}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -512,6 +524,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--action-dim", type=int, default=6, help="6 = cheetah_run")
     p.add_argument("--pixax-batch", default="host,device",
                    help="pixax rows: 'host' (numpy batch every call) and/or 'device' (batch on the device)")
+    p.add_argument("--compute-dtypes", default="float32",
+                   help="pixax rows per compute dtype, comma-separated: float32 (the official), bfloat16")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each side times --iters per round)")
     p.add_argument("--iters", type=int, default=50, help="timed updates per side per round")
     p.add_argument("--act-iters", type=int, default=50, help="timed acts per side per round")
@@ -527,6 +541,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.agents = comma_list(p, args.agents, AGENTS, "--agents")
     args.pixax_batch = comma_list(p, args.pixax_batch, BATCH_KINDS, "--pixax-batch")
+    args.compute_dtypes = comma_list(p, args.compute_dtypes, ("float32", "bfloat16"), "--compute-dtypes")
     for name in ("batch_size", "hidden_dim", "feature_dim", "action_dim", "rounds", "iters", "act_iters"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

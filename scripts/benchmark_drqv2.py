@@ -1,7 +1,8 @@
-"""Benchmark (not a test): DrQ-v2 update throughput and environment steps/s.
+"""Benchmark (not a test): DrQ-v2 (or DrM) update throughput and environment steps/s.
 
     python scripts/benchmark_drqv2.py                       # paper size, 1 seed, float32
     python scripts/benchmark_drqv2.py --seeds 1,8 --strategies map,vmap --dtypes float32,bfloat16
+    python scripts/benchmark_drqv2.py --agent drm --seeds 1,8 --strategies map,unroll   # DrM's update
     python scripts/benchmark_drqv2.py --image-size 32 --hidden-dim 64 --batch-size 64 --seeds 1,4   # CPU-sized
 
 Updates run on random device-resident batches (what the accelerator does per update); the
@@ -22,7 +23,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agents import drqv2  # noqa: E402
+from agents import drm, drqv2  # noqa: E402
 from core import seeds as seeding  # noqa: E402
 
 
@@ -36,13 +37,18 @@ def random_batch(key, num_seeds, config, action_dim):
             "discount": jnp.full((num_seeds, config.batch_size), 0.99 ** 3)}
 
 
-def time_updates(num_seeds, strategy, config, action_dim, iters, warmup=3):
+AGENTS = {"drqv2": drqv2, "drm": drm}
+
+
+def time_updates(num_seeds, strategy, config, action_dim, iters, warmup=3, agent=drqv2):
+    """Updates/s of `agent.update` over `num_seeds` stacked seeds (one jitted call per update); step 10,000 (past
+    exploration; not a DrM perturbation step)."""
     obs_shape = (config.image_size, config.image_size, 3 * config.frame_stack)
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
-    states = seeding.stack([drqv2.create(k, obs_shape, action_dim, config) for k in keys])
+    states = seeding.stack([agent.create(k, obs_shape, action_dim, config) for k in keys])
     batch = random_batch(jax.random.PRNGKey(1), num_seeds, config, action_dim)
     step = jnp.full((num_seeds,), 10_000, jnp.int32)
-    update = jax.jit(seeding.over_seeds(drqv2.update, strategy, jit=False), donate_argnums=0)
+    update = jax.jit(seeding.over_seeds(agent.update, strategy, jit=False), donate_argnums=0)
     for _ in range(warmup):
         states, metrics = update(states, batch, step, keys)
     jax.block_until_ready(states)
@@ -71,6 +77,7 @@ def time_envs(task, procs, steps, image_size):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--agent", default="drqv2", choices=sorted(AGENTS), help="whose update is timed")
     p.add_argument("--seeds", default="1", help="comma-separated seed counts, e.g. 1,8")
     p.add_argument("--strategies", default="map,vmap", help="comma-separated: map, vmap")
     p.add_argument("--dtypes", default="float32", help="comma-separated compute dtypes: float32, bfloat16")
@@ -86,16 +93,18 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
-    print(f"DrQ-v2 update, batch {args.batch_size}, {args.image_size}x{args.image_size}x9, "
+    agent = AGENTS[args.agent]
+    print(f"{'DrM' if args.agent == 'drm' else 'DrQ-v2'} update, batch {args.batch_size}, {args.image_size}x{args.image_size}x9, "
           f"feature {args.feature_dim}, hidden {args.hidden_dim}, action dim {args.action_dim}")
     print(f"{'seeds':>5} {'strategy':>8} {'dtype':>9} {'updates/s':>10} {'seed-updates/s':>15}")
     for dtype in args.dtypes.split(","):
-        config = drqv2.config_for_task("cheetah_run", batch_size=args.batch_size, image_size=args.image_size,
+        config = agent.config_for_task("cheetah_run", batch_size=args.batch_size, image_size=args.image_size,
                                        hidden_dim=args.hidden_dim, feature_dim=args.feature_dim,
                                        compute_dtype=dtype)
         for n in [int(s) for s in args.seeds.split(",")]:
             for strategy in args.strategies.split(",") if n > 1 else ["-"]:  # one seed: the plain update
-                rate = time_updates(n, "map" if strategy == "-" else strategy, config, args.action_dim, args.iters)
+                rate = time_updates(n, "map" if strategy == "-" else strategy, config, args.action_dim, args.iters,
+                                    agent=agent)
                 print(f"{n:>5} {strategy:>8} {dtype:>9} {rate:>10.2f} {rate * n:>15.2f}", flush=True)
 
     if args.env_procs:

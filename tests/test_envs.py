@@ -209,6 +209,19 @@ def test_render_size_and_camera():
     assert dmc.DMCEnv("quadruped_walk", obs_type="states", camera_id=1).camera_id == 1
 
 
+def test_kept_cameras_render_what_physics_render_does():
+    """DMCEnv keeps one dm_control Camera per size; its frames equal a fresh physics.render, after steps."""
+    env = dmc.DMCEnv("cheetah_run", image_size=SIZE)
+    env.reset(seed=0)
+    for t in range(3):
+        env.step(np.full(env.action_space.shape, 0.5 - t, np.float32))
+        for size in (SIZE, 48):
+            expected = env._env.physics.render(height=size, width=size, camera_id=env.camera_id)
+            np.testing.assert_array_equal(env.render(size), expected)
+    assert set(env._cameras) == {SIZE, 48}
+    env.close()
+
+
 def test_states_observation_space():
     env = dmc.DMCEnv("cartpole_swingup", obs_type="states", frame_stack=3)
     obs, _ = env.reset(seed=0)

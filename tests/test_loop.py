@@ -251,10 +251,10 @@ def fake_metaworld(monkeypatch):
     return "mw_fake"
 
 
-def fake_loop(task, frames, **kw):
-    return tiny_loop([0], frames=frames, task=task, obs_type="pixels", image_size=16, action_repeat=1,
-                     num_seed_frames=12, replay_capacity=200, nstep=1, eval_every_frames=20, num_eval_episodes=4,
-                     checkpoint_every_frames=1000, **kw)
+def fake_loop(task, frames, seeds=(0,), **kw):
+    settings = dict(obs_type="pixels", image_size=16, action_repeat=1, num_seed_frames=12, replay_capacity=200,
+                    nstep=1, eval_every_frames=20, num_eval_episodes=4, checkpoint_every_frames=1000)
+    return tiny_loop(seeds, frames=frames, task=task, **{**settings, **kw})
 
 
 FAKE_AGENT = dict(obs_type="pixels", image_size=16, hidden_dim=16, feature_dim=4, batch_size=4, num_expl_steps=10)
@@ -269,10 +269,11 @@ def run_fake(run_dir, loop):
         trainer.close()
 
 
-def test_success_columns_double_reset_and_zero_padding(tmp_path, fake_metaworld):
+@pytest.mark.parametrize("parallel_eval", [1, 3])  # 3: the 4 evaluation episodes in rounds of 3 and 1
+def test_success_columns_double_reset_and_zero_padding(tmp_path, fake_metaworld, parallel_eval):
     from core.offpolicy import EVAL_EPISODE, TRAIN_EPISODE, episode_seed
 
-    replay = run_fake(tmp_path, fake_loop(fake_metaworld, frames=40))
+    replay = run_fake(tmp_path, fake_loop(fake_metaworld, frames=40, parallel_eval=parallel_eval))
     # metrics.csv: one row per 5-step training episode, its success from its (derived) reset seed.
     train_rows = read_csv(tmp_path / "metrics.csv")
     assert len(train_rows) == 8
@@ -318,3 +319,107 @@ def test_nan_in_a_loss_stops_with_a_clear_error():
     check_finite({"critic_loss": np.array([0.5, 1.0])}, (0, 1), 500, None)
     with pytest.raises(FloatingPointError, match=r"critic_loss is nan for seed\(s\) \[1\].*step 250.*intact"):
         check_finite({"actor_loss": np.array([1.0, 2.0]), "critic_loss": np.array([0.5, np.nan])}, (0, 1), 500, 250)
+
+
+# ---------------------------------------------------------------- the replay's frames on the device
+
+
+def run_fake_trainer(run_dir, loop, crash_at=None, resume=False):
+    """The fake Meta-World run (zero padding, double resets); returns (states, trainer.frames as numpy
+    or None, the replay's host frames). crash_at: an update at this step or later raises."""
+    trainer = OffPolicyTrainer(drqv2, drqv2.config_for_task("cartpole_swingup", **FAKE_AGENT), loop, str(run_dir))
+    if crash_at is not None:
+        original = trainer.update
+
+        def update(totals):
+            if trainer.step >= crash_at:
+                raise KeyboardInterrupt("simulated crash")
+            return original(totals)
+
+        trainer.update = update
+    try:
+        trainer.train(resume=resume)
+        store = None
+        if trainer.frames is not None:
+            trainer.frames.flush()
+            store = np.asarray(trainer.frames.array[0])
+        return jax.device_get(trainer.states), store, trainer.replays[0].state_dict()["frames"].copy()
+    finally:
+        trainer.close()
+
+
+@pytest.mark.parametrize("capacity", [200, 9])  # 9: the ring wraps around several times
+def test_frames_on_device_give_the_same_run(tmp_path, fake_metaworld, capacity):
+    """The device copy of the replay's frames (core/frame_store.py, what a GPU run uses) feeds the
+    updates the frames the host replay would: the same parameters after the run, and the copy holds the
+    host's frames plus one zero frame (for zero-padded stacks, which this fake Meta-World task has)."""
+    runs = {}
+    for on_device in (False, True):
+        loop = fake_loop(fake_metaworld, frames=40, replay_capacity=capacity, frames_on_device=on_device)
+        runs[on_device] = run_fake_trainer(tmp_path / str(on_device), loop)
+    (host_states, no_store, _), (device_states, store, host_frames) = runs[False], runs[True]
+    assert no_store is None
+    np.testing.assert_array_equal(store[:capacity], host_frames)
+    assert not store[capacity].any() and store[:capacity].any()
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), host_states, device_states)
+    fresh = drqv2.create(jax.random.split(jax.random.PRNGKey(0))[0], (16, 16, 9), 2,
+                         drqv2.config_for_task("cartpole_swingup", **FAKE_AGENT))
+    moved = jax.tree.map(lambda a, b: float(np.abs(a[0] - b).max()), device_states.encoder_params,
+                         jax.device_get(fresh.encoder_params))
+    assert max(jax.tree.leaves(moved)) > 0  # updates ran on the gathered frames
+
+
+def test_frames_on_device_resume_uploads_the_replay(tmp_path, fake_metaworld):
+    loop = fake_loop(fake_metaworld, frames=40, replay_capacity=9, frames_on_device=True, checkpoint_every_frames=10)
+    straight, _, _ = run_fake_trainer(tmp_path / "a", loop)
+    with pytest.raises(KeyboardInterrupt):
+        run_fake_trainer(tmp_path / "b", loop, crash_at=25)  # checkpoints at episode ends before step 25
+    resumed, store, host_frames = run_fake_trainer(tmp_path / "b", loop, resume=True)
+    np.testing.assert_array_equal(store[:9], host_frames)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), straight, resumed)
+
+
+def test_when_frames_go_on_the_device():
+    from core.offpolicy import use_device_frames
+
+    gib = 2**30
+    assert use_device_frames(None, "pixels", 1, 21 * gib, 80 * gib)  # one DrM seed on an H100
+    assert not use_device_frames(None, "pixels", 1, 8 * 21 * gib, 80 * gib)  # 8 seeds do not fit
+    assert not use_device_frames(None, "pixels", 1, 1, None)  # the CPU
+    assert use_device_frames(True, "pixels", 1, 1, None)  # asked for (the tests do, on the CPU)
+    assert not use_device_frames(False, "pixels", 1, 1, 80 * gib)
+    assert not use_device_frames(True, "states", 1, 1, 80 * gib)  # nothing to mirror
+    assert not use_device_frames(None, "pixels", 2, 1, 80 * gib)  # a mesh: the frames stay on the host
+    with pytest.raises(ValueError, match="needs a single device.*mesh has 2"):
+        use_device_frames(True, "pixels", 2, 1, 80 * gib)
+
+
+def test_no_evaluation_episodes_writes_no_evaluation_rows(tmp_path, fake_metaworld):
+    run_fake_trainer(tmp_path, fake_loop(fake_metaworld, frames=20, num_eval_episodes=0))
+    assert len(read_csv(tmp_path / "metrics.csv")) == 4
+    assert not os.path.exists(tmp_path / "eval.csv") or read_csv(tmp_path / "eval.csv") == []
+
+
+def test_parallel_evaluation_acts_on_each_environment_s_own_observation(tmp_path, fake_metaworld):
+    """Evaluation actions for 2 seeds x 3 parallel episodes equal each observation's action alone."""
+    trainer = OffPolicyTrainer(drqv2, drqv2.config_for_task("cartpole_swingup", **FAKE_AGENT),
+                               fake_loop(fake_metaworld, frames=40, parallel_eval=3, seeds=(0, 1)), str(tmp_path))
+    try:
+        assert trainer.eval_width == 3 and trainer.eval_envs.num_envs == 6
+        obs = np.random.default_rng(0).integers(0, 255, (6, 16, 16, 9), dtype=np.uint8)
+        together = trainer.act_evaluation(obs, None, tick=0)
+        for k in range(3):  # environment i * 3 + k plays seed i
+            alone = trainer.act(obs[[k, 3 + k]], eval_mode=True)
+            np.testing.assert_allclose(together[[k, 3 + k]], alone, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(together[0], together[3])  # the two seeds' actors differ
+    finally:
+        trainer.close()
+
+
+def test_evaluation_width():
+    from core.offpolicy import eval_width
+
+    assert eval_width(4, 10, 1) == 4 and eval_width(16, 10, 1) == 10 and eval_width(3, 0, 1) == 1
+    assert eval_width(0, 10, 2) == 1  # auto on the CPU backend: one episode at a time
+    with pytest.raises(ValueError, match="parallel_eval must be >= 0"):
+        eval_width(-1, 10, 1)

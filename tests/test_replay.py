@@ -175,6 +175,16 @@ def feed_and_check_every_step(kind, mode, nstep, frame_stack, capacity, seed, mi
                 separate = replay.sample(np.random.default_rng(total), 8, stacked=False)
                 check_samples({**separate, "obs": merge_frames(separate["obs"]),
                                "next_obs": merge_frames(separate["next_obs"])}, reference, kind)
+                # Frame slots (for a device copy of the frames): the same draws, the same frames.
+                slots = replay.sample(np.random.default_rng(total), 8, frame_slots=True)
+                assert "obs" not in slots and slots["obs_slots"].dtype == np.int32
+                frames = np.concatenate([replay.state_dict()["frames"],
+                                         np.zeros((1, *replay.frame_shape), replay.frame_dtype)])
+                np.testing.assert_array_equal(replay.state_dict()["frames"][replay.newest_slot], entry["frame"])
+                for key in ("obs", "next_obs"):
+                    np.testing.assert_array_equal(frames[slots[key + "_slots"]], separate[key])
+                for key in ("action", "reward", "discount"):
+                    np.testing.assert_array_equal(slots[key], separate[key])
             batch = replay.sample(rng, 32)
             assert batch["obs"].dtype == replay.frame_dtype and batch["next_obs"].dtype == replay.frame_dtype
             assert batch["action"].dtype == np.float32 and batch["action"].shape == (32, *ACTION_SHAPE)
