@@ -49,7 +49,7 @@ from core.checkpoint import Checkpointer
 from core.logging import Logger
 from core.offpolicy import (EVAL_EPISODE, TRAIN_EPISODE, LoopConfig, action_size, check_finite, env_kwargs,
                             episode_seed, newest_frame)
-from core.video import write_mp4
+from core.video import check_writer, write_mp4
 from data import sequence_replay
 
 PLAN_STREAM, UPDATE_STREAM = 0, 1  # fold_in streams of a seed's loop key
@@ -93,6 +93,8 @@ class EpisodicTrainer:
         # The device mesh first: a layout that does not fit the seeds or the batch stops before any work.
         self.layout = devices.plan(cfg.devices, self.num_seeds, cfg.batch_size)
         self.mesh = devices.make_mesh(self.layout)
+        if cfg.save_video:
+            check_writer()
         probe = envs.make(cfg.task, seed=cfg.seeds[0], **env_kwargs(cfg))
         obs_space, act_space, self.episode_steps = probe.observation_space, probe.action_space, probe.max_episode_steps
         self.frame_channels = int(getattr(probe, "frame_channels", 3))

@@ -50,7 +50,7 @@ from core import frame_store
 from core import seeds as seeding
 from core.checkpoint import Checkpointer
 from core.logging import Logger
-from core.video import write_mp4
+from core.video import check_writer, write_mp4
 from data.prioritized import PrioritizedFrameReplay
 from data.replay import FrameReplay, merge_frames
 
@@ -210,6 +210,8 @@ class OffPolicyTrainer:
         # The device mesh first: a layout that does not fit the seeds or the batch stops before any work.
         self.layout = devices.plan(cfg.devices, self.num_seeds, cfg.batch_size)
         self.mesh = devices.make_mesh(self.layout)
+        if cfg.save_video:
+            check_writer()
         facts = preflight(cfg)
         obs_space, act_space, self.episode_steps = facts.obs_space, facts.act_space, facts.episode_steps
         self.obs_shape, self.action_dim = obs_space.shape, action_size(act_space)

@@ -8,6 +8,16 @@ import warnings
 import numpy as np
 
 
+def check_writer() -> None:
+    """Stops a run that saves videos before any work when the mp4 writer (imageio-ffmpeg, a dependency of
+    pixax) is missing: imageio would otherwise pick another writer and fail at the first evaluation."""
+    import importlib.util
+
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
+        raise RuntimeError("save_video needs the imageio-ffmpeg package to write mp4 files: install it "
+                           "(pip install imageio-ffmpeg==0.8.1) or pass --config.save_video=False")
+
+
 def write_mp4(path: str, frames: list[np.ndarray], fps: int = 30) -> None:
     """Writes uint8 RGB frames (H, W, 3) to `path` (written to a temporary name, then renamed). In a run over
     several processes only process 0 writes (the others render the same episodes)."""

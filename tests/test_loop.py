@@ -423,3 +423,15 @@ def test_evaluation_width():
     assert eval_width(0, 10, 2) == 1  # auto on the CPU backend: one episode at a time
     with pytest.raises(ValueError, match="parallel_eval must be >= 0"):
         eval_width(-1, 10, 1)
+
+
+def test_missing_video_writer_stops_before_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "imageio_ffmpeg" else real_find_spec(name, *a))
+    with pytest.raises(RuntimeError, match="imageio-ffmpeg.*save_video=False"):
+        OffPolicyTrainer(drqv2, drqv2.config_for_task("cartpole_swingup", **TINY_AGENT),
+                         tiny_loop([0], save_video=True), str(tmp_path))
+    assert not os.listdir(tmp_path)  # nothing was written
