@@ -31,18 +31,24 @@ def tiny_loop(seeds, frames=3000, **kw) -> LoopConfig:
     return LoopConfig(**settings)
 
 
+def crash_at(trainer, step):
+    """Makes the trainer's updates raise from agent step `step` on (a simulated crash); None: no crash."""
+    if step is None:
+        return
+    original = trainer.update
+
+    def update(totals):
+        if trainer.step >= step:
+            raise KeyboardInterrupt("simulated crash")
+        return original(totals)
+
+    trainer.update = update
+
+
 def train(run_dir, loop, resume=False, interrupt_at=None, agent=drqv2, **agent_overrides):
     config = agent.config_for_task(loop.task, **{**TINY_AGENT, **agent_overrides})
     trainer = OffPolicyTrainer(agent, config, loop, str(run_dir))
-    if interrupt_at is not None:
-        original = trainer.update
-
-        def update(totals):
-            if trainer.step >= interrupt_at:
-                raise KeyboardInterrupt("simulated crash")
-            return original(totals)
-
-        trainer.update = update
+    crash_at(trainer, interrupt_at)
     try:
         trainer.train(resume=resume)
         return jax.device_get(trainer.states)
@@ -324,19 +330,11 @@ def test_nan_in_a_loss_stops_with_a_clear_error():
 # ---------------------------------------------------------------- the replay's frames on the device
 
 
-def run_fake_trainer(run_dir, loop, crash_at=None, resume=False):
+def run_fake_trainer(run_dir, loop, interrupt_at=None, resume=False):
     """The fake Meta-World run (zero padding, double resets); returns (states, trainer.frames as numpy
-    or None, the replay's host frames). crash_at: an update at this step or later raises."""
+    or None, the replay's host frames). interrupt_at: an update at this step or later raises."""
     trainer = OffPolicyTrainer(drqv2, drqv2.config_for_task("cartpole_swingup", **FAKE_AGENT), loop, str(run_dir))
-    if crash_at is not None:
-        original = trainer.update
-
-        def update(totals):
-            if trainer.step >= crash_at:
-                raise KeyboardInterrupt("simulated crash")
-            return original(totals)
-
-        trainer.update = update
+    crash_at(trainer, interrupt_at)
     try:
         trainer.train(resume=resume)
         store = None
@@ -373,7 +371,7 @@ def test_frames_on_device_resume_uploads_the_replay(tmp_path, fake_metaworld):
     loop = fake_loop(fake_metaworld, frames=40, replay_capacity=9, frames_on_device=True, checkpoint_every_frames=10)
     straight, _, _ = run_fake_trainer(tmp_path / "a", loop)
     with pytest.raises(KeyboardInterrupt):
-        run_fake_trainer(tmp_path / "b", loop, crash_at=25)  # checkpoints at episode ends before step 25
+        run_fake_trainer(tmp_path / "b", loop, interrupt_at=25)  # checkpoints at episode ends before step 25
     resumed, store, host_frames = run_fake_trainer(tmp_path / "b", loop, resume=True)
     np.testing.assert_array_equal(store[:9], host_frames)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), straight, resumed)
