@@ -87,6 +87,10 @@ def test_an_episode_that_ends_early_is_a_clear_error(tmp_path):
     # The agent plans with its own seed phase: a loop with another one is refused.
     with pytest.raises(ValueError, match="num_seed_frames: the agent's config has 40000 but the loop's 2000"):
         EpisodicTrainer(tdmpc, tdmpc.config_for_task(TASK), tiny_loop(), str(tmp_path / "mismatch"))
+    # The off-policy loop's options are refused, not ignored.
+    for option in ({"parallel_eval": 4}, {"frames_on_device": True}):
+        with pytest.raises(ValueError, match="option of the off-policy loop"):
+            train(tmp_path / "options", tiny_loop(**option))
 
 
 def test_pixel_updates_one_call_each_on_the_cpu_equal_one_scan(tmp_path, monkeypatch):
