@@ -55,7 +55,7 @@ class FrameStore:
 
     def record(self, seed_index: int, slot: int, frame: np.ndarray) -> None:
         """Queues frame -> (seed, slot); written on the next `flush` (before the next update)."""
-        self._pending.append((seed_index, slot, np.asarray(frame, self.dtype)))
+        self._pending.append((seed_index, slot, np.array(frame, self.dtype)))  # a copy: obs buffers get reused
 
     def flush(self) -> None:
         """Writes the queued frames in one device call. The count is padded to a power of two (with
