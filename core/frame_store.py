@@ -1,8 +1,8 @@
 """The replay's frames, mirrored on the accelerator, so that a pixel update gathers its stacks there.
 
 Why: with the frames on the host, each update of batch 256 (84x84, frame stack 3, obs and next_obs)
-gathers ~32 MB on the CPU and copies it to the device: on an H200 that host work took longer than
-the update itself (docs/benchmarks.md). Here the host replay (data/replay.py) still owns the episode
+gathers ~32 MB on the CPU (7.9 ms per batch on the 2-core development machine) and copies it to the
+device (~2 ms of DrM's 5.7 ms update on an H200): more host time than the update's own (docs/benchmarks.md). Here the host replay (data/replay.py) still owns the episode
 bookkeeping, sampling and checkpoints; it only hands out frame *slots* (`sample(frame_slots=True)`),
 and the update indexes this store with them. Each frame the replay stores is written here too
 (`record`), in one batched device write per update (`flush`).
