@@ -20,13 +20,18 @@
 # 3. DrM updates/s over 8 seeds in one program (scripts/benchmark_drqv2.py --agent drm): the
 #    1,000 seed-updates/s target.
 # 4. PRDC updates/s against the official PRDC (torch on the GPU, scipy KD-tree on the host).
+# Not in the default STEPS, not yet run on a GPU (their official code must be under OFFICIAL too):
+# tdmpc     TD-MPC env steps/s with planning and updates, both on the GPU (scripts/benchmark_tdmpc.py;
+#           OFFICIAL/tdmpc_official holds src/ and cfgs/ of nicklashansen/tdmpc).
+# onpolicy  PPO / PROPS env steps/s (scripts/benchmark_onpolicy.py; OFFICIAL/ppoors_official holds PPOROS's
+#           PROPS/ folder without its 229 MB plotting/ data). The official side runs with --cuda False.
 set -u
 : "${OUT:?set OUT to the results folder}"
 PY=${PY:-python3}
 STEPS=${STEPS:-drm loop seeds prdc}
 log=$OUT/gpu_checks.log
 wanted() { [[ " $STEPS " == *" $1 "* ]]; }
-if wanted drm || wanted prdc; then : "${OFFICIAL:?set OFFICIAL to the folder of the official code}"; fi
+if wanted drm || wanted prdc || wanted tdmpc || wanted onpolicy; then : "${OFFICIAL:?set OFFICIAL to the folder of the official code}"; fi
 step() {  # step <seconds> <title> <command...>: runs one check under `timeout`, output appended to the log
     local seconds=$1 title=$2; shift 2
     echo -e "\n===== $title (limit ${seconds} s) $(date +%T)" | tee -a "$log"
@@ -65,4 +70,11 @@ wanted prdc && step "${PRDC_SECONDS:-100}" "4. PRDC update vs official" \
     $PY scripts/benchmark_prdc.py --official-dir "$OFFICIAL/prdc_official" --python "$PY" \
     --official-device cuda --torch-threads 1 --size 100000 --backends brute_force,kdtree --updates 1000 \
     --brute-force-updates 4000 --max-seconds 25 --json "$OUT/prdc_gpu.json"
+wanted tdmpc && step "${TDMPC_SECONDS:-200}" "5. TD-MPC env steps/s vs official" \
+    $PY scripts/benchmark_tdmpc.py --official-dir "$OFFICIAL/tdmpc_official" --python "$PY" --device cuda \
+    --task cartpole_swingup --episodes 1 --json "$OUT/tdmpc_gpu.json"
+
+wanted onpolicy && step "${ONPOLICY_SECONDS:-200}" "6. PPO / PROPS env steps/s vs official" \
+    $PY scripts/benchmark_onpolicy.py --official-dir "$OFFICIAL/ppoors_official" --python "$PY" --task Hopper-v5 \
+    --torch-threads 1 --max-seconds 60 --json "$OUT/onpolicy_gpu.json"
 echo "===== done $(date +%T)" | tee -a "$log"
