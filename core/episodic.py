@@ -95,12 +95,11 @@ class EpisodicTrainer:
         self.mesh = devices.make_mesh(self.layout)
         if cfg.save_video:
             check_writer()
-        for flag, value, default in (("parallel_eval", cfg.parallel_eval, (0, 1)),
-                                     ("frames_on_device", cfg.frames_on_device, (None, False))):
-            if value not in default:  # flags of the off-policy loop (core/offpolicy.py)
-                raise ValueError(f"--config.{flag}={value!r} is an option of the off-policy loop (DrQ-v2, DrM, DQN, "
-                                 f"Rainbow, TD3); the planner's loop evaluates one episode at a time and keeps its "
-                                 f"replay on the device already: leave it unset")
+        if cfg.parallel_eval > 1 or cfg.frames_on_device:
+            raise ValueError(f"--config.parallel_eval={cfg.parallel_eval} / --config.frames_on_device="
+                             f"{cfg.frames_on_device}: each is an option of the off-policy loop (DrQ-v2, DrM, DQN, "
+                             f"Rainbow, TD3); the planner's loop evaluates one episode at a time and keeps its replay "
+                             f"on the device already: leave them unset")
         probe = envs.make(cfg.task, seed=cfg.seeds[0], **env_kwargs(cfg))
         obs_space, act_space, self.episode_steps = probe.observation_space, probe.action_space, probe.max_episode_steps
         self.frame_channels = int(getattr(probe, "frame_channels", 3))

@@ -87,6 +87,13 @@ def parse_seeds(text) -> tuple[int, ...]:
     return seeds
 
 
+def _auto_bool(config: config_dict.ConfigDict, name: str) -> bool | None:
+    """An auto|true|false flag as None|True|False, after checking it (runs saved before the flag: auto)."""
+    value = str(config.get(name, "auto")).lower()
+    _choice(name, value, AUTO_BOOL)
+    return {"auto": None, "true": True, "false": False}[value]
+
+
 def _choice(name: str, value, valid) -> None:
     if value not in valid:
         raise ValueError(f"--config.{name}={value!r} is not valid; choose one of {', '.join(map(str, valid))}")
@@ -104,8 +111,7 @@ def resolve(agent_module, config: config_dict.ConfigDict):
     seeds = parse_seeds(config.seeds)
     _choice("obs", config.obs, OBS_TYPES)
     _choice("seed_strategy", config.seed_strategy, SEED_STRATEGIES)
-    _choice("async_envs", str(config.async_envs).lower(), AUTO_BOOL)
-    _choice("frames_on_device", str(config.get("frames_on_device", "auto")).lower(), AUTO_BOOL)
+    async_envs, frames_on_device = _auto_bool(config, "async_envs"), _auto_bool(config, "frames_on_device")
     for name in ("checkpoint_every_frames", "video_size"):
         _positive(name, config[name])
     _positive("parallel_eval", config.get("parallel_eval", 0), allow_zero=True)
@@ -125,9 +131,7 @@ def resolve(agent_module, config: config_dict.ConfigDict):
         replay_capacity=a.replay_capacity, nstep=getattr(a, "nstep", 1), discount=a.discount, eval_every_frames=a.eval_every_frames,
         num_eval_episodes=a.num_eval_episodes, checkpoint_every_frames=config.checkpoint_every_frames,
         save_video=bool(config.save_video), video_size=config.video_size, seed_strategy=config.seed_strategy,
-        async_envs={"auto": None, "true": True, "false": False}[str(config.async_envs).lower()],
-        frames_on_device={"auto": None, "true": True, "false": False}[
-            str(config.get("frames_on_device", "auto")).lower()],
+        async_envs=async_envs, frames_on_device=frames_on_device,
         parallel_eval=int(config.get("parallel_eval", 0)),
         progress=bool(config.progress), mw_double_reset=bool(config.mw_double_reset), devices=device_spec,
         reward_clip=getattr(a, "reward_clip", None), prioritized_replay=bool(getattr(a, "prioritized", False)),

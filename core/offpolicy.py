@@ -427,7 +427,10 @@ class OffPolicyTrainer:
         if cfg.num_eval_episodes == 0:  # evaluation switched off (e.g. a throughput run): no NaN rows
             return
         width = self.eval_width  # episodes at once per seed: environment i * width + k plays seed i's
-        per_seed = lambda values: np.asarray(values, np.float64).reshape(n, width).sum(axis=1)  # noqa: E731
+
+        def per_seed(values):  # (n * width,) per environment -> (n,) summed per seed
+            return np.asarray(values, np.float64).reshape(n, width).sum(axis=1)
+
         totals, lengths, successes = np.zeros(n), np.zeros(n), np.zeros(n)
         has_success = False  # whether the env reports info["episode_success"]
         frames = [[] for _ in range(n)]

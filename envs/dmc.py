@@ -121,8 +121,9 @@ class DMCEnv(gym.Env):
         self._env = suite.load(
             domain, task_name, task_kwargs={"random": seed}, visualize_reward=False
         )
-        # (size, physics) -> a dm_control Camera kept for every later frame: physics.render builds a new
-        # Camera (and MuJoCo scene) per call, which took ~18% of DrM's training loop on an H200.
+        # size -> a dm_control Camera kept for every later frame (the suite keeps one physics per
+        # environment): physics.render builds a new Camera and MuJoCo scene per call, ~18% of DrM's
+        # training loop on an H200.
         self._cameras: dict = {}
         # One rendered frame per agent step, for evaluation videos played at real-time speed.
         agent_step_seconds = self._env.control_timestep() * self.action_repeat
@@ -211,11 +212,9 @@ class DMCEnv(gym.Env):
         (640x480 unless the task's XML says otherwise).
         """
         size = self.image_size if size is None else int(size)
-        physics = self._env.physics
-        camera = self._cameras.get(size)
-        if camera is None or camera[0] is not physics:  # a task may rebuild its physics
-            camera = self._cameras[size] = (physics, engine.Camera(physics, size, size, self.camera_id))
-        return camera[1].render().copy()  # the camera reuses its buffer for the next frame
+        if size not in self._cameras:
+            self._cameras[size] = engine.Camera(self._env.physics, size, size, self.camera_id)
+        return self._cameras[size].render().copy()  # the camera reuses its buffer for the next frame
 
     def close(self) -> None:
         """Frees the MuJoCo rendering contexts."""

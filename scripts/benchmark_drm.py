@@ -101,10 +101,10 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from scripts import tables  # noqa: E402
-from scripts.benchmark_drqv2 import random_batch, time_envs  # noqa: E402
+from scripts.benchmark_drqv2 import AGENTS as AGENT_MODULES, random_batch, time_envs  # noqa: E402
 from scripts.tables import markdown_table  # noqa: E402
 
-AGENTS = ("drqv2", "drm")
+AGENTS = tuple(AGENT_MODULES)
 DEVICES = ("cpu", "cuda")
 BATCH_KINDS = ("host", "device")
 FRAMES = 100_000  # the wall-clock estimate is per this many frames (environment steps)
@@ -242,10 +242,8 @@ for line in sys.stdin:
 
 
 def agent_module(name: str):
-    """agents.drqv2 or agents.drm (imported here, after the JAX platform is chosen)."""
-    from agents import drm, drqv2
-
-    return {"drqv2": drqv2, "drm": drm}[name]
+    """agents.drqv2 or agents.drm."""
+    return AGENT_MODULES[name]
 
 
 def make_config(name: str, args: argparse.Namespace, compute_dtype: str = "float32"):
@@ -541,7 +539,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.agents = comma_list(p, args.agents, AGENTS, "--agents")
     args.pixax_batch = comma_list(p, args.pixax_batch, BATCH_KINDS, "--pixax-batch")
-    args.compute_dtypes = comma_list(p, args.compute_dtypes, ("float32", "bfloat16"), "--compute-dtypes")
+    args.compute_dtypes = comma_list(p, args.compute_dtypes, tuple(AGENT_MODULES["drqv2"].COMPUTE_DTYPES),
+                                     "--compute-dtypes")
     for name in ("batch_size", "hidden_dim", "feature_dim", "action_dim", "rounds", "iters", "act_iters"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
